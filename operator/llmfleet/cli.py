@@ -24,35 +24,45 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _top_parser() -> argparse.ArgumentParser:
     from llmfleet import __version__
 
     parser = argparse.ArgumentParser(
         prog="llmfleet",
-        description="Kubernetes operator and tools for LLM serving fleets.",
+        description="Kubernetes operator and tools for LLM serving fleets. "
+        "Run `llmfleet COMMAND --help` for a command's flags.",
     )
     parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        command_parser = sub.add_parser(
-            name,
-            help=help_text,
-            description=(module.__doc__ or help_text).strip().split("\n\n")[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(_module=module)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """Build the parser of one subcommand, importing only that subcommand's module."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    doc = (module.__doc__ or help_text).strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(
+        prog=f"llmfleet {name}",
+        description=doc,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser, module
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] not in COMMANDS:
+        parser = _top_parser()
+        parser.parse_args(args_list)  # prints help, version or a usage error
         parser.print_help()
         return 2
-    result: int = args._module.main(args)
+    parser, module = command_parser(args_list[0])
+    args = parser.parse_args(args_list[1:])
+    result: int = module.main(args)  # type: ignore[attr-defined]
     return result
 
 
