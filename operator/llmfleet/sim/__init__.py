@@ -1,0 +1,1 @@
+"""Simulation: the simulated model server (sim-server) and the fleet simulator."""
