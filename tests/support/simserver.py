@@ -76,7 +76,9 @@ def sim_server_argv(port: int, **flags: object) -> list[str]:
 
 
 @contextlib.contextmanager
-def sim_server(tmp_path: Path, wait_healthy: bool = True, timeout: float = 30.0, **flags: object) -> Iterator[SimServer]:
+def sim_server(
+    tmp_path: Path, wait_healthy: bool = True, timeout: float = 30.0, **flags: object
+) -> Iterator[SimServer]:
     """Run one sim-server until the block ends.
 
     Waits until /health answers 200, or, with ``wait_healthy=False`` (for tests of
