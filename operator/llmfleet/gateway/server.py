@@ -1,0 +1,88 @@
+"""Run a gateway: the admin (health, metrics) listener first, the proxy listener once ready.
+
+The admin port comes up before the embedding model loads, so a liveness probe passes during a
+slow start while readiness waits for the proxy; the proxy listener only opens when everything it
+needs is loaded. Redis is never waited for: the gateway starts and serves without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from llmfleet.gateway.config import GatewayConfig
+from llmfleet.gateway.metrics import GatewayMetrics
+from llmfleet.gateway.proxy import Gateway
+from llmfleet.gateway.semantic import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    port: int
+    metrics_port: int
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+def load_default_embedder(metrics: GatewayMetrics) -> Embedder:
+    from llmfleet.gateway.semantic import MiniLMEmbedder
+
+    return MiniLMEmbedder(metrics)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    config: GatewayConfig,
+    embedder_factory: Callable[[GatewayMetrics], Embedder] | None = None,
+) -> AsyncIterator[RunningGateway]:
+    """Serve ``config`` until the block exits; ports 0 pick free ports (see the yielded object)."""
+    metrics = GatewayMetrics()
+    gateway = Gateway(config, metrics)
+    admin = web.AppRunner(gateway.admin_app(), access_log=None, handle_signals=False)
+    proxy = web.AppRunner(gateway.proxy_app(), access_log=None, handle_signals=False)
+    await admin.setup()
+    try:
+        await web.TCPSite(admin, config.host, config.metrics_port).start()
+        if config.semantic:
+            factory = embedder_factory or load_default_embedder
+            gateway.embedder = await asyncio.to_thread(factory, metrics)
+        await gateway.start()
+        await proxy.setup()
+        await web.TCPSite(proxy, config.host, config.port, backlog=1024).start()
+        gateway.ready = True
+        log.info(
+            "gateway ready on %s:%d -> %s (metrics on :%d)",
+            config.host,
+            _bound_port(proxy),
+            config.upstream,
+            _bound_port(admin),
+        )
+        yield RunningGateway(gateway, _bound_port(proxy), _bound_port(admin))
+    finally:
+        gateway.ready = False
+        await proxy.cleanup()
+        await gateway.close()
+        await admin.cleanup()
+
+
+async def serve_forever(config: GatewayConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting and finish gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_gateway(config):
+        await stop.wait()
+    log.info("gateway stopped")
