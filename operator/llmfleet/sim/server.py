@@ -283,17 +283,20 @@ class SimServer:
             return self._error(400, str(error), "BadRequestError")
         self._wake()
         waiter = self.waiters[seq.seq_id] = _Waiter(each_token=parsed.stream)
+        served = False
         try:
             if parsed.stream:
                 response = await self._stream(request, seq, waiter, parsed, chat)
             else:
                 response = await self._complete(seq, waiter, parsed, chat)
+            served = True
             metrics.served += 1
             return response
-        finally:
+        finally:  # the client went away (the handler is cancelled) or the write failed
             del self.waiters[seq.seq_id]
             if not seq.finished:
                 self.engine.abort(seq, self.loop.time())
+            if not served:
                 metrics.failed["aborted"] += 1
 
     def _envelope(self, chat: bool, seq: Sequence) -> dict[str, Any]:
