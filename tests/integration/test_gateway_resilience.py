@@ -77,22 +77,22 @@ async def test_gateway_starts_and_serves_without_redis(tmp_path: Path) -> None:
 
 async def test_cache_comes_back_with_redis(tmp_path: Path) -> None:
     port = free_port()
-    with sim_server(tmp_path, id="a") as sim:
-        with (
-            redis_server(tmp_path, port=port) as redis,
-            gateway(tmp_path, sim.url, redis.url, "--breaker-reset-seconds", "0.2") as gw,
-        ):
-            redis.process.kill()
-            async with httpx.AsyncClient() as client:
-                assert_all_served(await traffic(client, gw, 8))
-                with redis_server(tmp_path, port=port):
-                    body = chat("resilience: after the restart")
-                    # the breaker lets a probe through after its cool-down; retry until it closed again
-                    statuses = []
-                    for _ in range(50):
-                        response = await client.post(f"{gw.url}/v1/chat/completions", json=body, timeout=30)
-                        statuses.append(response.headers["X-LLMFleet-Cache"])
-                        if statuses[-1] == "hit":
-                            break
-                        await asyncio.sleep(0.1)
-                    assert statuses[-1] == "hit", statuses
+    with (
+        sim_server(tmp_path, id="a") as sim,
+        redis_server(tmp_path, port=port) as redis,
+        gateway(tmp_path, sim.url, redis.url, "--breaker-reset-seconds", "0.2") as gw,
+    ):
+        redis.process.kill()
+        async with httpx.AsyncClient() as client:
+            assert_all_served(await traffic(client, gw, 8))
+            with redis_server(tmp_path, port=port):
+                body = chat("resilience: after the restart")
+                # the breaker lets a probe through after its cool-down; retry until it closed again
+                statuses = []
+                for _ in range(50):
+                    response = await client.post(f"{gw.url}/v1/chat/completions", json=body, timeout=30)
+                    statuses.append(response.headers["X-LLMFleet-Cache"])
+                    if statuses[-1] == "hit":
+                        break
+                    await asyncio.sleep(0.1)
+                assert statuses[-1] == "hit", statuses

@@ -93,7 +93,7 @@ async def test_oversize_response_stops_recording_and_joining() -> None:
     upstream.release.set()
     await asyncio.sleep(0)
     assert coalescer.join("k") is None  # past the limit: nobody else may join
-    assert await task == [b"abcdef", b"abcdef"]  # those already in get everything
+    assert list(await task) == [b"abcdef", b"abcdef"]  # those already in get everything
     assert first.flight.recording() is None
 
 
