@@ -1,0 +1,124 @@
+"""A real Prometheus scrapes two sim-servers under load and the scaler's PromQL gets sane answers.
+
+This is the contract between the simulator and the predictive scaler: the same queries that run
+against vLLM in production (queue depth, TTFT p95 from the histogram, success rate) must work
+against the simulator, with the ``model_name`` label where vLLM puts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_api_client import PrometheusConnect
+
+from tests.support.process import free_port, http_ok, managed, require_binary, wait_until
+from tests.support.simserver import SimServer, sim_server
+
+pytestmark = pytest.mark.realservers
+
+QUEUE = "sum(vllm:num_requests_waiting)"
+TTFT_P95 = "histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[10s])))"
+SUCCESS_RATE = "sum(rate(vllm:request_success_total[10s]))"
+
+
+def scalar(prometheus: PrometheusConnect, query: str) -> float:
+    """The value of a query that yields one series; NaN when it yields none yet."""
+    result = prometheus.custom_query(query)
+    return float(result[0]["value"][1]) if result else math.nan
+
+
+class Load:
+    """Clients that keep sending requests until stopped (at most ``max_requests`` each)."""
+
+    def __init__(self, servers: list[SimServer], clients_per_server: int, max_requests: int) -> None:
+        self.stop = threading.Event()
+        self.statuses: list[int] = []
+        self.threads = [
+            threading.Thread(target=self._client, args=(server, max_requests), daemon=True)
+            for server in servers
+            for _ in range(clients_per_server)
+        ]
+
+    def _client(self, server: SimServer, max_requests: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(max_requests):
+                if self.stop.is_set():
+                    return
+                body = {"prompt": "How long is the queue right now?", "max_tokens": 20, "stream": True}
+                with client.stream("POST", "/v1/completions", json=body) as response:
+                    for _line in response.iter_lines():
+                        pass
+                    self.statuses.append(response.status_code)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def prometheus_config(tmp_path: Path, servers: list[SimServer]) -> Path:
+    targets = ", ".join(f"'127.0.0.1:{server.port}'" for server in servers)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: sim\n    static_configs: [{{targets: [{targets}]}}]\n"
+    )
+    return config
+
+
+@contextlib.contextmanager
+def run_prometheus(tmp_path: Path, servers: list[SimServer]) -> Iterator[str]:
+    port = free_port()
+    argv = [
+        require_binary("prometheus"),
+        f"--config.file={prometheus_config(tmp_path, servers)}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=1h",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with managed(argv, tmp_path / "prometheus.log", ready=lambda: http_ok(f"{url}/-/ready"), timeout=60):
+        yield url
+
+
+def test_scaler_queries_work_against_scraped_sim_servers(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        flags = {"max_num_seqs": 2, "decode_base_seconds": 0.02}
+        servers = [stack.enter_context(sim_server(tmp_path, id=name, **flags)) for name in ("a", "b")]
+        url = stack.enter_context(run_prometheus(tmp_path, servers))
+        prometheus = PrometheusConnect(url=url, disable_ssl=True)
+        wait_until(lambda: scalar(prometheus, "sum(up)") == 2, 60, interval=0.5, what="both targets scraped")
+
+        # 3 clients per server with 2 slots each: one request is nearly always queued
+        with Load(servers, clients_per_server=3, max_requests=60) as load:
+            wait_until(
+                lambda: scalar(prometheus, QUEUE) >= 1, 30, interval=0.5, what="queue seen by Prometheus"
+            )
+            wait_until(lambda: scalar(prometheus, SUCCESS_RATE) > 0, 30, interval=0.5, what="success rate")
+            wait_until(lambda: scalar(prometheus, TTFT_P95) > 0, 30, interval=0.5, what="TTFT p95")
+            queue, ttft_p95, success_rate = (scalar(prometheus, q) for q in (QUEUE, TTFT_P95, SUCCESS_RATE))
+            per_model = prometheus.custom_query("sum by (model_name) (vllm:num_requests_running)")
+            per_backend = prometheus.custom_query("sum by (server_id) (llmfleet_sim_requests_received_total)")
+
+    assert set(load.statuses) == {200}
+    assert 1 <= queue <= 2  # at most one waiting per server
+    # a queued request waits for a running one (20 steps of >= 20 ms); the bucket bounds are 0.25..10 s
+    assert 0.1 <= ttft_p95 <= 10
+    # each server finishes at most 2 requests per 20 x 20 ms = 5/s at full speed
+    assert 0 < success_rate <= 10.5
+    assert [series["metric"] for series in per_model] == [{"model_name": "sim-model"}]
+    assert sorted(series["metric"]["server_id"] for series in per_backend) == ["a", "b"]
+    assert all(float(series["value"][1]) > 0 for series in per_backend)
