@@ -289,9 +289,11 @@ def server_side_apply(
     new: dict[str, Any] = strategic_merge(base, scoped)
     others = set().union(*(e.paths for e in entries if e.ident != ident)) if entries else set()
     keep = applied | others
-    for path in sorted(previous - keep, key=len, reverse=True):
+    for path in sorted(previous - keep, key=len):  # parents first: their children go with them
         if any(len(p) > len(path) and p[: len(path)] == path for p in keep):
             continue  # someone still owns something inside it
+        if _is_item_key(path):
+            continue  # an item's key fields live and die with the item
         remove_at(new, path)
 
     mine = _entry(entries, ident, config.get("apiVersion", ""))
@@ -299,6 +301,12 @@ def server_side_apply(
     mine.paths = applied
     new.setdefault("metadata", {})["managedFields"] = dump_entries(entries)
     return new
+
+
+def _is_item_key(path: Path) -> bool:
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    return path[-1][2:] in json.loads(path[-2][2:])
 
 
 def _scope(config: dict[str, Any], subresource: str | None, has_status: bool) -> dict[str, Any]:

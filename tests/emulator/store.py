@@ -45,7 +45,7 @@ class Event:
     old: Obj | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity
 class Watcher:
     rkey: str
     namespace: str | None
