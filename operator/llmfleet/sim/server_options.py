@@ -226,8 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crash-after-requests",
         type=nonneg_int,
         default=None,
-        help="serve this many requests normally; the next one makes the process exit "
-        "at once with status 3 (no response, in-flight requests cut)",
+        help="handle this many generation requests normally; the next one received makes the "
+        "process exit at once with status 3 (no response, in-flight requests cut)",
     )
 
 
