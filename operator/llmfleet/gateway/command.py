@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         512,
         "embeddings kept per tenant/model/parameters scope (random eviction beyond)",
     )
+    _flag(parser, "--semantic-threads", int, 1, "torch threads of the embedding model")
     _switch(
         parser,
         "--cache-nondeterministic",
@@ -105,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         semantic=args.semantic,
         semantic_threshold=args.semantic_threshold,
         semantic_max_entries=args.semantic_max_entries,
+        semantic_threads=args.semantic_threads,
         redis_timeout_seconds=args.redis_timeout_ms / 1000,
         breaker_failures=args.breaker_failures,
         breaker_reset_seconds=args.breaker_reset_seconds,

@@ -20,6 +20,7 @@ class GatewayConfig:
     semantic: bool = False
     semantic_threshold: float = 0.92
     semantic_max_entries: int = 512
+    semantic_threads: int = 1
     redis_timeout_seconds: float = 0.1
     breaker_failures: int = 3
     breaker_reset_seconds: float = 5.0

@@ -36,16 +36,16 @@ def _bound_port(runner: web.AppRunner) -> int:
     return int(address[1])
 
 
-def load_default_embedder(metrics: GatewayMetrics) -> Embedder:
+def load_default_embedder(config: GatewayConfig, metrics: GatewayMetrics) -> Embedder:
     from llmfleet.gateway.semantic import MiniLMEmbedder
 
-    return MiniLMEmbedder(metrics)
+    return MiniLMEmbedder(metrics, threads=config.semantic_threads)
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
     config: GatewayConfig,
-    embedder_factory: Callable[[GatewayMetrics], Embedder] | None = None,
+    embedder_factory: Callable[[GatewayConfig, GatewayMetrics], Embedder] | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serve ``config`` until the block exits; ports 0 pick free ports (see the yielded object)."""
     metrics = GatewayMetrics()
@@ -57,7 +57,7 @@ async def running_gateway(
         await web.TCPSite(admin, config.host, config.metrics_port).start()
         if config.semantic:
             factory = embedder_factory or load_default_embedder
-            gateway.embedder = await asyncio.to_thread(factory, metrics)
+            gateway.embedder = await asyncio.to_thread(factory, config, metrics)
         await gateway.start()
         await proxy.setup()
         await web.TCPSite(proxy, config.host, config.port, backlog=1024).start()

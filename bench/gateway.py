@@ -1,0 +1,450 @@
+"""Benchmark of the caching gateway against a real redis-server and a real sim-server, on loopback.
+
+What it measures (every phase bounded in requests and in time):
+
+* miss overhead: the same kind of streamed, cacheable-but-new request sent straight to the
+  sim-server and through the gateway, interleaved; p50/p99 of TTFT and total latency, and the
+  difference (what a cache miss costs: Redis GET, coalescing bookkeeping, Redis SET, one more hop);
+* pass-through overhead: non-deterministic requests (never cached) through the gateway;
+* hit latency: a cached streamed answer replayed from Redis;
+* coalescing: rounds of N concurrent identical requests, with coalescing and with the cache
+  bypassed, counting the upstream calls the sim-server received;
+* semantic (unless --no-semantic): miss cost with the embedding step, and paraphrase hit latency.
+
+Usage: ``python bench/gateway.py [--requests 300] [--max-seconds 150]``; prints a table and writes
+``bench/results/gateway.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
+CHAT = "/v1/chat/completions"
+# Distinct subjects for the semantic phase: each is asked once, then once more in other words.
+TOPICS = [
+    "a refrigerator",
+    "photosynthesis",
+    "the stock market",
+    "a jet engine",
+    "vaccination",
+    "a blockchain",
+    "public-key cryptography",
+    "a nuclear reactor",
+    "the immune system",
+    "a compiler",
+    "plate tectonics",
+    "a hash table",
+    "inflation",
+    "a bicycle gearbox",
+    "radar",
+    "the water cycle",
+    "garbage collection",
+    "an electric motor",
+    "GPS positioning",
+    "a credit score",
+    "solar panels",
+    "a neural network",
+    "the heart",
+    "TCP congestion control",
+    "a mortgage",
+    "noise-cancelling headphones",
+    "a transistor",
+    "wind turbines",
+    "the Federal Reserve",
+    "a 3D printer",
+    "DNS resolution",
+    "fermentation",
+    "a pressure cooker",
+    "an elevator",
+    "lithium-ion batteries",
+    "a microwave oven",
+    "carbon dating",
+    "the electoral college",
+    "a suspension bridge",
+    "a search engine",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+@contextlib.contextmanager
+def started(
+    argv: list[str], ready_url: str, log: Path, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    try:
+        if ready_url.startswith("redis://"):
+            port = int(ready_url.rsplit(":", 1)[1])
+            deadline = time.monotonic() + timeout
+            while not _redis_up(port):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+        else:
+            wait_http(ready_url, process, timeout)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _redis_up(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False
+
+
+def sim_received(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("llmfleet_sim_requests_received_total"):
+                return float(line.rpartition(" ")[2])
+    return 0.0
+
+
+@dataclass
+class Samples:
+    ttft: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    failed: int = 0
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        def pct(values: list[float], q: float) -> float | None:
+            return round(float(np.percentile(values, q)) * 1000, 3) if values else None
+
+        return {
+            "requests": len(self.total) + self.failed,
+            "failed": self.failed,
+            "ttft_p50_ms": pct(self.ttft, 50),
+            "ttft_p99_ms": pct(self.ttft, 99),
+            "total_p50_ms": pct(self.total, 50),
+            "total_p99_ms": pct(self.total, 99),
+            "cache": self.cache,
+        }
+
+
+async def timed(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    samples: Samples,
+    headers: dict[str, str] | None = None,
+) -> None:
+    started_at = time.perf_counter()
+    ttft = None
+    try:
+        async with client.stream("POST", url + CHAT, json=body, headers=headers or {}) as response:
+            async for _ in response.aiter_raw():
+                if ttft is None:
+                    ttft = time.perf_counter() - started_at
+            status = response.status_code
+            outcome = response.headers.get("X-LLMFleet-Cache", "direct")
+    except httpx.HTTPError:
+        samples.failed += 1
+        return
+    if status != 200 or ttft is None:
+        samples.failed += 1
+        return
+    samples.ttft.append(ttft)
+    samples.total.append(time.perf_counter() - started_at)
+    samples.cache[outcome] = samples.cache.get(outcome, 0) + 1
+
+
+def chat(prompt: str, temperature: float = 0, max_tokens: int = 8) -> dict[str, Any]:
+    return {
+        "model": "sim-model",
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
+
+
+async def run_phases(
+    args: argparse.Namespace, sim: str, gateway: str, semantic_gateway: str | None
+) -> dict[str, Any]:
+    deadline = time.monotonic() + args.max_seconds
+    n = args.requests
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as client:
+        for i in range(20):  # warm connections and code paths on both sides
+            await timed(client, gateway, chat(f"warmup {i}"), Samples())
+            await timed(client, sim, chat(f"warmup {i}"), Samples())
+
+        direct, via = Samples(), Samples()
+        for i in range(n):
+            if time.monotonic() > deadline:
+                break
+            pair = [
+                (sim, f"miss direct {i} {args.run_id}", direct),
+                (gateway, f"miss gateway {i} {args.run_id}", via),
+            ]
+            for url, prompt, samples in pair if i % 2 == 0 else reversed(pair):  # no order bias
+                await timed(client, url, chat(prompt), samples)
+        results["direct"] = direct.summary()
+        results["miss"] = via.summary()
+
+        passthrough = Samples()
+        for i in range(n):
+            if time.monotonic() > deadline:
+                break
+            await timed(client, gateway, chat(f"sampled {i}", temperature=0.7), passthrough)
+        results["passthrough"] = passthrough.summary()
+
+        hit = Samples()
+        await timed(client, gateway, chat(f"hot prompt {args.run_id}"), Samples())
+        for _ in range(n):
+            if time.monotonic() > deadline:
+                break
+            await timed(client, gateway, chat(f"hot prompt {args.run_id}"), hit)
+        results["hit"] = hit.summary()
+
+        for mode, headers in (("coalesced", {}), ("uncoalesced", {"X-LLMFleet-Cache": "bypass"})):
+            samples, walls, before = Samples(), [], sim_received(sim)
+            rounds = 0
+            for r in range(args.coalesce_rounds):
+                if time.monotonic() > deadline:
+                    break
+                body = chat(f"burst {mode} {r} {args.run_id}", max_tokens=args.coalesce_tokens)
+                t0 = time.perf_counter()
+                await asyncio.gather(
+                    *(timed(client, gateway, body, samples, headers) for _ in range(args.coalesce_clients))
+                )
+                walls.append(time.perf_counter() - t0)
+                rounds += 1
+            summary = samples.summary()
+            summary["rounds"] = rounds
+            summary["clients_per_round"] = args.coalesce_clients
+            summary["upstream_calls"] = int(sim_received(sim) - before)
+            summary["round_wall_p50_ms"] = round(float(np.median(walls)) * 1000, 3) if walls else None
+            results[mode] = summary
+
+        if semantic_gateway is not None:
+            miss, paraphrase = Samples(), Samples()
+            for topic in TOPICS[: args.semantic_requests]:
+                if time.monotonic() > deadline:
+                    break
+                await timed(client, semantic_gateway, chat(f"Explain how {topic} works. {args.run_id}"), miss)
+                await timed(
+                    client,
+                    semantic_gateway,
+                    chat(f"Can you explain how {topic} works? {args.run_id}"),
+                    paraphrase,
+                )
+            results["semantic_miss"] = miss.summary()
+            results["semantic_paraphrase"] = paraphrase.summary()
+    return results
+
+
+def machine() -> dict[str, Any]:
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        ),
+        "loadavg_before": os.getloadavg(),
+        "redis": redis_version.split(" ")[2] if redis_version else None,
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    header = f"{'phase':<20}{'requests':>9}{'failed':>7}{'TTFT p50':>10}{'TTFT p99':>10}{'total p50':>11}{'total p99':>11}  cache"
+    print(header)
+    print("-" * len(header))
+    for phase, row in results.items():
+        if not isinstance(row, dict) or "failed" not in row:
+            continue
+        extra = f"  upstream calls {row['upstream_calls']}" if "upstream_calls" in row else ""
+        print(
+            f"{phase:<20}{row['requests']:>9}{row['failed']:>7}{row['ttft_p50_ms']!s:>10}{row['ttft_p99_ms']!s:>10}"
+            f"{row['total_p50_ms']!s:>11}{row['total_p99_ms']!s:>11}  {row['cache']}{extra}"
+        )
+    overhead = results.get("overhead_ms", {})
+    if overhead:
+        print("gateway overhead on a miss (ms): " + ", ".join(f"{k} {v}" for k, v in overhead.items()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per latency phase")
+    parser.add_argument("--coalesce-clients", type=int, default=32)
+    parser.add_argument("--coalesce-rounds", type=int, default=5)
+    parser.add_argument("--coalesce-tokens", type=int, default=64)
+    parser.add_argument("--semantic-requests", type=int, default=len(TOPICS))
+    parser.add_argument("--no-semantic", action="store_true")
+    parser.add_argument(
+        "--max-seconds", type=float, default=150.0, help="stop every phase after this in total"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.run_id = f"{time.time():.0f}"
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
+        return 2
+    py = [sys.executable, "-m", "llmfleet.cli"]
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        redis_port, sim_port, gw_port, gw_admin, sem_port, sem_admin = (free_port() for _ in range(6))
+        redis_url = f"redis://127.0.0.1:{redis_port}"
+        sim = f"http://127.0.0.1:{sim_port}"
+        info = machine()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                started(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(tmp),
+                    ],
+                    redis_url,
+                    tmp / "redis.log",
+                )
+            )
+            stack.enter_context(
+                started(
+                    [
+                        *py,
+                        "sim-server",
+                        "--port",
+                        str(sim_port),
+                        "--id",
+                        "bench",
+                        "--decode-base-seconds",
+                        "0.001",
+                        "--decode-per-seq-seconds",
+                        "0.0001",
+                        "--prefill-seconds-per-token",
+                        "0.00001",
+                    ],
+                    f"{sim}/health",
+                    tmp / "sim.log",
+                )
+            )
+            common = [
+                "--host",
+                "127.0.0.1",
+                "--upstream",
+                sim,
+                "--redis-url",
+                f"{redis_url}/0",
+                "--ttl-seconds",
+                "3600",
+                "--tenant-header",
+                "X-Tenant-ID",
+                "--max-cached-bytes",
+                "1048576",
+                "--log-level",
+                "WARNING",
+            ]
+            stack.enter_context(
+                started(
+                    [*py, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_admin), *common],
+                    f"http://127.0.0.1:{gw_admin}/readyz",
+                    tmp / "gateway.log",
+                )
+            )
+            semantic_url = None
+            if not args.no_semantic:
+                stack.enter_context(
+                    started(
+                        [
+                            *py,
+                            "gateway",
+                            "--port",
+                            str(sem_port),
+                            "--metrics-port",
+                            str(sem_admin),
+                            *common,
+                            "--semantic",
+                            "--semantic-threshold",
+                            "0.92",
+                        ],
+                        f"http://127.0.0.1:{sem_admin}/readyz",
+                        tmp / "gateway-semantic.log",
+                        timeout=180,
+                    )
+                )
+                semantic_url = f"http://127.0.0.1:{sem_port}"
+            results = asyncio.run(run_phases(args, sim, f"http://127.0.0.1:{gw_port}", semantic_url))
+    results["overhead_ms"] = {
+        key: round(results["miss"][key] - results["direct"][key], 3)
+        for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+        if results["miss"].get(key) is not None and results["direct"].get(key) is not None
+    }
+    results["machine"] = {**info, "loadavg_after": os.getloadavg()}
+    results["settings"] = {k: v for k, v in vars(args).items() if k != "output"}
+    print_table(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
