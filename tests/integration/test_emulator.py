@@ -19,7 +19,9 @@ from kubernetes.client import ApiException
 
 from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
-from tests.emulator.fixtures import _emulator, apiserver, kube, kubeconfig  # noqa: F401  (until conftest loads them)
+
+# Also loaded by tests/conftest.py; naming it here keeps this module runnable on its own.
+pytest_plugins = ["tests.emulator.fixtures"]
 
 GROUP, VERSION, PLURAL = "llmfleet.io", "v1alpha1", "llmservices"
 API = f"{GROUP}/{VERSION}"
