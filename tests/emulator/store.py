@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.emulator.defaults import apply_defaults
 from tests.emulator.errors import ApiError, conflict, not_found
 from tests.emulator.fields import track_update
 from tests.emulator.resources import ResourceRegistry, ResourceType
@@ -239,6 +240,8 @@ class Store:
                 meta["generation"] = 1
             if rt.has_status:
                 obj.pop("status", None)
+            if rt.builtin:
+                apply_defaults(obj)
             if rt.kind == "Namespace":
                 obj["spec"] = {"finalizers": ["kubernetes"]}
                 obj["status"] = {"phase": "Active"}
@@ -302,6 +305,8 @@ class Store:
             else:
                 new.pop("status", None)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
+        if rt.builtin:
+            apply_defaults(new, old)
         for system in (
             "name",
             "namespace",

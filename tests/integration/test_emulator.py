@@ -206,6 +206,30 @@ def test_server_side_apply_noop_removal_and_conflicts(apiserver: ApiServer, kube
     assert no_manager.value.status == 422
 
 
+def test_server_side_defaults_are_filled_in_and_not_owned_by_appliers(
+    apiserver: ApiServer, kube: Kube
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    applied = kube.apply(service, field_manager="llmfleet")
+    assert applied["spec"]["type"] == "ClusterIP" and applied["spec"]["clusterIP"].startswith("10.96.")
+    assert applied["spec"]["ports"] == [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80}]
+    assert (
+        kube.apply(service, field_manager="llmfleet")["metadata"]["resourceVersion"]
+        == (applied["metadata"]["resourceVersion"])
+    )
+    owned = applied["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
+    assert "f:clusterIP" not in owned and "f:type" not in owned  # defaults belong to nobody
+
+    created = kube.create(deployment("web", {"app": "web"}))
+    assert created["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": "25%", "maxSurge": "25%"}
+    assert created["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
 def test_strategic_merge_and_json_patch(apiserver: ApiServer, kube: Kube) -> None:
     kube.create(deployment("web", {"app": "web"}))
     apps = kubernetes.client.AppsV1Api(kube.api_client)
