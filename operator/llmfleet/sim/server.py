@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -24,17 +23,10 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmfleet.sim.engine import (
-    Engine,
-    EngineConfig,
-    RequestRejected,
-    Sequence,
-    count_chat_tokens,
-    count_text_tokens,
-)
+from llmfleet.sim.engine import Engine, EngineConfig, RequestRejected, Sequence
+from llmfleet.sim.openai_api import EventStream, GenerationRequest, completion_body, parse_request
 from llmfleet.sim.server_options import add_arguments, engine_config
 
 if TYPE_CHECKING:
@@ -44,87 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SimServer", "add_arguments", "main", "serve"]
 
+
 # Generated text: token i of a request is one of these words (ASCII, JSON-safe, leading space).
-_GENERATED_TEXT = (
-    "the model said that a fleet of servers can answer more requests when the load balancer "
-    "spreads them well and the queue stays short so every user sees the first token soon "
-    "while batches grow and each step takes longer than before under heavy traffic today"
-)
-WORDS = tuple(" " + word for word in _GENERATED_TEXT.split(" "))
-_TOKEN_MARK = "\x00token\x00"
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON, as vLLM's pydantic models serialize."""
-    return json.dumps(value, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """The parts of a completions or chat request that the simulator acts on."""
-
-    model: str | None
-    prompt_tokens: int
-    max_tokens: int
-    stream: bool
-    include_usage: bool
-    ignore_eos: bool
-
-
-def _positive_int(body: dict[str, Any], *keys: str, default: int) -> int:
-    for key in keys:
-        value = body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        return value
-    return default
-
-
-def parse_request(body: Any, chat: bool, default_max_tokens: int) -> GenerationRequest:
-    """Validate an OpenAI request body; raises ValueError with the message for a 400."""
-    if not isinstance(body, dict):
-        raise ValueError("the request body must be a JSON object")
-    if body.get("n") not in (None, 1):
-        raise ValueError("the simulator serves n=1 only")
-    if chat:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            raise ValueError("messages must be a non-empty list of objects")
-        texts = []
-        for message in messages:
-            content = message.get("content")
-            if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
-                content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-            texts.append(content if isinstance(content, str) else "")
-        prompt_tokens = count_chat_tokens(texts)
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-            prompt = prompt[0]  # a batch of one
-        if isinstance(prompt, str):
-            prompt_tokens = count_text_tokens(prompt)
-        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            prompt_tokens = len(prompt)  # token ids
-        else:
-            raise ValueError("prompt must be a string or a list of token ids (one prompt per request)")
-    options = body.get("stream_options") or {}
-    model = body.get("model")
-    return GenerationRequest(
-        model=model if isinstance(model, str) else None,
-        prompt_tokens=max(1, prompt_tokens),
-        max_tokens=_positive_int(body, "max_tokens", "max_completion_tokens", default=default_max_tokens),
-        stream=bool(body.get("stream", False)),
-        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-        ignore_eos=bool(body.get("ignore_eos", False)),
-    )
-
-
-def _text(seq: Sequence, start: int, stop: int) -> list[str]:
-    return [WORDS[(seq.seq_id * 7 + i) % len(WORDS)] for i in range(start, stop)]
-
-
 class _Waiter:
     """Where a handler waits for its sequence; ``each_token`` streams wake per step, others at the end."""
 
@@ -288,7 +201,7 @@ class SimServer:
             if parsed.stream:
                 response = await self._stream(request, seq, waiter, parsed, chat)
             else:
-                response = await self._complete(seq, waiter, parsed, chat)
+                response = await self._complete(seq, waiter, chat)
             served = True
             metrics.served += 1
             return response
@@ -299,20 +212,6 @@ class SimServer:
             if not served:
                 metrics.failed["aborted"] += 1
 
-    def _envelope(self, chat: bool, seq: Sequence) -> dict[str, Any]:
-        return {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{self.server_id}-{seq.seq_id}",
-            "object": ("chat.completion.chunk" if chat else "text_completion"),
-            "created": int(time.time()),
-            "model": self.model,
-            "system_fingerprint": self.server_id,
-        }
-
-    @staticmethod
-    def _usage(seq: Sequence) -> dict[str, int]:
-        return {"prompt_tokens": seq.prompt_tokens, "completion_tokens": seq.generated,
-                "total_tokens": seq.prompt_tokens + seq.generated}  # fmt: skip
-
     async def _stall(self, seq: Sequence, delivered: int) -> bool:
         """Stall (``--stall-after-tokens``) when the client has that many tokens and more are coming."""
         stall_at = self.args.stall_after_tokens
@@ -321,83 +220,39 @@ class SimServer:
         await asyncio.sleep(self.args.stall_seconds)
         return True
 
-    async def _stream(self, request: web.Request, seq: Sequence, waiter: _Waiter,
-                      parsed: GenerationRequest, chat: bool) -> web.StreamResponse:  # fmt: skip
-        """Server-sent events as vLLM sends them: one chunk per token, usage chunk, ``[DONE]``."""
+    async def _stream(
+        self, request: web.Request, seq: Sequence, waiter: _Waiter, parsed: GenerationRequest, chat: bool
+    ) -> web.StreamResponse:
+        """Write each token's event when the engine step that made it ends."""
         from aiohttp import web
 
+        events = EventStream(seq, chat, self.model, self.server_id, parsed.include_usage)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        envelope = self._envelope(chat, seq)
-        if chat:
-            choice: dict[str, Any] = {"index": 0, "delta": {"content": _TOKEN_MARK}, "logprobs": None,
-                                      "finish_reason": None}  # fmt: skip
-        else:
-            choice = {
-                "index": 0,
-                "text": _TOKEN_MARK,
-                "logprobs": None,
-                "finish_reason": None,
-                "stop_reason": None,
-            }
-        usage_field: dict[str, Any] = {"usage": None} if parsed.include_usage else {}
-        prefix, suffix = ("data: " + _dumps({**envelope, "choices": [choice], **usage_field})).split(
-            _dumps(_TOKEN_MARK)
-        )
-        suffix += "\n\n"
-
-        def event(payload: dict[str, Any]) -> str:
-            return f"data: {_dumps({**envelope, **payload, **usage_field})}\n\n"
-
-        sent, stall_at = 0, self.args.stall_after_tokens
-        stalled = False
+        sent, stall_at, stalled = 0, self.args.stall_after_tokens, False
         while sent < seq.output_tokens:
             await self._wait(seq, waiter, sent)
-            upto = seq.generated if stalled or stall_at is None else min(seq.generated, max(stall_at, sent))
-            parts = []
-            if chat and sent == 0 and upto > 0:
-                role = {**choice, "delta": {"role": "assistant", "content": ""}}
-                parts.append(event({"choices": [role]}))
-            words = _text(seq, sent, upto)
-            last = upto == seq.output_tokens
-            for word in words[:-1] if last else words:
-                parts.append(f'{prefix}"{word}"{suffix}')
-            if last:
-                final = {**choice, "finish_reason": seq.finish_reason}
-                final.update({"delta": {"content": words[-1]}} if chat else {"text": words[-1]})
-                parts.append(event({"choices": [final]}))
-            if parts:
-                await response.write("".join(parts).encode())
+            upto = seq.generated
+            if stall_at is not None and not stalled:
+                upto = min(upto, max(stall_at, sent))  # nothing beyond the stall point before the stall
+            if upto > sent:
+                await response.write(events.tokens(sent, upto).encode())
             sent = upto
             if not stalled:
                 stalled = await self._stall(seq, sent)
-        tail = [f"data: {_dumps({**envelope, 'choices': [], 'usage': self._usage(seq)})}\n\n"] if (
-            parsed.include_usage
-        ) else []  # fmt: skip
-        tail.append("data: [DONE]\n\n")
-        await response.write("".join(tail).encode())
+        await response.write(events.end().encode())
         await response.write_eof()
         return response
 
-    async def _complete(self, seq: Sequence, waiter: _Waiter, parsed: GenerationRequest,
-                        chat: bool) -> web.Response:  # fmt: skip
+    async def _complete(self, seq: Sequence, waiter: _Waiter, chat: bool) -> web.Response:
         from aiohttp import web
 
         await self._wait(seq, waiter, 0)
         if self.args.stall_after_tokens is not None:
             await self._stall(seq, self.args.stall_after_tokens)
-        text = "".join(_text(seq, 0, seq.generated))
-        envelope = self._envelope(chat, seq)
-        if chat:
-            envelope["object"] = "chat.completion"
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                      "logprobs": None, "finish_reason": seq.finish_reason}  # fmt: skip
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": seq.finish_reason,
-                      "stop_reason": None}  # fmt: skip
-        return web.json_response({**envelope, "choices": [choice], "usage": self._usage(seq)})
+        return web.json_response(completion_body(seq, chat, self.model, self.server_id))
 
 
 async def serve(args: argparse.Namespace, config: EngineConfig) -> None:
