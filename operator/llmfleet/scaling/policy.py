@@ -1,0 +1,126 @@
+"""Predictive floor policy: forecast + feedback -> the replicas the fleet must not go below.
+
+The result becomes the HPA's ``minReplicas``; the HPA still reacts upward on queue depth.
+Rules, in order:
+
+1. **Forecast**: ``ceil(upper * (1 + headroom) / capacity_rps)``, where ``upper`` is the upper
+   quantile of the peak request rate over a horizon at least as long as a replica's startup
+   (a replica asked for now only serves after it), and ``capacity_rps`` is what one replica
+   sustains.
+2. **Feedback** raises the floor at once: a queue deeper than ``target_queue_depth`` per
+   replica asks for ``ceil(ready * queue / target)`` (as the HPA would), a TTFT p95 above the
+   SLO for ``ceil(ready * ttft / slo)``, each capped at doubling per decision.
+3. Clamp to ``[min_replicas, max_replicas]``.
+4. **Up at once, down slowly**: a higher value replaces the floor immediately; a lower one only
+   after every recommendation of the last ``down_window_s`` was lower (the floor drops to the
+   highest of them), only when it is below ``floor * (1 - down_tolerance)``, and by at most
+   ``down_percent_per_minute`` of the floor per minute since the last change (at least one).
+   So a constant load never moves the floor twice in opposite directions (no flapping).
+
+Pure: (config, input, state) -> (decision, new state); the caller owns the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    min_replicas: int
+    max_replicas: int
+    capacity_rps: float  # requests/s one replica sustains at the target utilisation
+    headroom: float = 0.2
+    target_queue_depth: float = 8.0
+    ttft_slo_s: float = 1.0
+    down_window_s: float = 600.0
+    down_percent_per_minute: float = 25.0
+    down_tolerance: float = 0.1
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    now: float
+    forecast_upper_rps: float
+    forecast_rps: float
+    ready: int
+    queue_per_replica: float | None = None  # None: metric unavailable
+    ttft_p95_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    floor: int = 0
+    changed_at: float = -math.inf
+    recent: tuple[tuple[float, int], ...] = ()  # (time, raw recommendation) within down_window_s
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    raw: int
+    driver: str  # forecast | queue | latency | min | max | hold
+    reason: str
+
+
+def forecast_replicas(cfg: PolicyConfig, upper_rps: float) -> int:
+    return math.ceil(max(upper_rps, 0.0) * (1.0 + cfg.headroom) / max(cfg.capacity_rps, 1e-9) - 1e-9)
+
+
+def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Decision, PolicyState]:
+    """The floor for now, and the state to pass next time."""
+    by_forecast = forecast_replicas(cfg, inp.forecast_upper_rps)
+    raw, driver = by_forecast, "forecast"
+    base = max(inp.ready, 1)
+    if inp.queue_per_replica is not None and inp.queue_per_replica > cfg.target_queue_depth:
+        want = math.ceil(base * min(2.0, inp.queue_per_replica / cfg.target_queue_depth))
+        if want > raw:
+            raw, driver = want, "queue"
+    if inp.ttft_p95_s is not None and inp.ttft_p95_s > cfg.ttft_slo_s:
+        want = math.ceil(base * min(2.0, inp.ttft_p95_s / cfg.ttft_slo_s))
+        if want > raw:
+            raw, driver = want, "latency"
+    if raw < cfg.min_replicas:
+        raw, driver = cfg.min_replicas, "min"
+    if raw > cfg.max_replicas:
+        raw, driver = cfg.max_replicas, "max"
+    recent = (*((t, r) for t, r in state.recent if t > inp.now - cfg.down_window_s), (inp.now, raw))
+    floor = state.floor
+    if raw > floor or floor == 0:
+        new_floor, changed = raw, inp.now
+    else:
+        held = max(r for _, r in recent)
+        minutes = max(inp.now - state.changed_at, 0.0) / 60.0
+        step = max(1, math.floor(floor * cfg.down_percent_per_minute / 100.0 * minutes))
+        window_full = (
+            any(t <= inp.now - cfg.down_window_s + 1e-9 for t, _ in state.recent) or not state.recent
+        )
+        if held < floor * (1.0 - cfg.down_tolerance) and window_full and minutes > 0:
+            new_floor, changed = max(held, floor - step, cfg.min_replicas), inp.now
+        else:
+            new_floor, changed = floor, state.changed_at
+            if new_floor != raw:
+                driver = "hold"
+    new_floor = min(max(new_floor, cfg.min_replicas), cfg.max_replicas)
+    reason = _explain(driver, new_floor, raw, by_forecast, cfg, inp)
+    return Decision(new_floor, raw, driver, reason), PolicyState(new_floor, changed, recent)
+
+
+def _explain(driver: str, floor: int, raw: int, by_forecast: int, cfg: PolicyConfig, inp: PolicyInput) -> str:
+    load = (
+        f"forecast {inp.forecast_rps:.3g} req/s (upper {inp.forecast_upper_rps:.3g}) "
+        f"at {cfg.capacity_rps:.3g} req/s per replica +{cfg.headroom:.0%} headroom needs {by_forecast}"
+    )
+    if driver == "queue":
+        return f"floor {floor}: queue {inp.queue_per_replica:.3g}/replica above target {cfg.target_queue_depth:g}; {load}"
+    if driver == "latency":
+        assert inp.ttft_p95_s is not None
+        return f"floor {floor}: TTFT p95 {inp.ttft_p95_s * 1000:.0f} ms above SLO {cfg.ttft_slo_s * 1000:.0f} ms; {load}"
+    if driver == "hold":
+        return f"floor {floor} held (wants {raw}; lowering only after {cfg.down_window_s:.0f} s of slack); {load}"
+    if driver == "min":
+        return f"floor {floor} = replicas.min; {load}"
+    if driver == "max":
+        return f"floor {floor} = replicas.max; {load}"
+    return f"floor {floor}: {load}"

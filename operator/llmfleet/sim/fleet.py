@@ -1,0 +1,328 @@
+"""Fleet simulator: replay a trace against replicas that a pluggable scaler adds and removes.
+
+Why a fluid model: the benchmark replays 14 days (1.2 M seconds, ~1e8 requests at fleet scale)
+many times over on two shared cores, so requests are not simulated one by one. The fleet is
+one FIFO queue in front of its replicas (the load balancer queues beyond each replica's
+concurrency, as in the LLMService API), advanced one second at a time in plain Python floats
+(Lindley recursion ``backlog = max(0, backlog + arrived_work - capacity)``), and per-request
+outcomes are read off the cumulative-capacity curve afterwards, vectorised.
+
+Capacity model (the same knobs as the sim-server engine, ``llmfleet.sim.engine``): a replica
+runs at most ``C = min(max_num_seqs, kv_cache_tokens / mean sequence tokens)`` sequences; one
+engine step takes ``decode_base + decode_per_seq * batch`` seconds and emits one token per
+running sequence, and a prompt costs ``prefill_seconds_per_token`` per token. Work is counted
+in replica-seconds at a full batch::
+
+    cost(request) = prompt * prefill_seconds_per_token + output * step(C) / C
+
+so a replica serves 1 replica-second of work per second only when its batch is full (per-
+replica batching: a half-empty batch is faster per request but not more throughput). A request
+waits for the work ahead of it, then its own prefill: ``TTFT = wait + prompt * prefill``;
+its latency adds ``output * step(b)`` with ``b`` the batch implied by the fleet's utilisation.
+
+Replicas the scaler adds are *starting* for ``startup_delay_s`` (they cost GPU time, serve
+nothing) and then *ready*; removals cancel starting replicas first. The scaler sees metrics
+``metric_lag_s`` old (scrape interval + rate window), as the HPA and the live scaler do.
+Requests still waiting when the trace (plus a drain tail) ends count as violations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from llmfleet.sim.traces import Trace
+
+
+@dataclass(frozen=True)
+class CapacityModel:
+    """One replica's engine, in the sim-server's terms (defaults match ``EngineConfig``)."""
+
+    max_num_seqs: int = 256
+    kv_cache_tokens: int = 131072
+    prefill_seconds_per_token: float = 0.0001
+    decode_base_seconds: float = 0.015
+    decode_per_seq_seconds: float = 0.0002
+
+    def batch_limit(self, mean_sequence_tokens: float) -> int:
+        return max(1, min(self.max_num_seqs, int(self.kv_cache_tokens // max(mean_sequence_tokens, 1.0))))
+
+    def step_seconds(self, batch: float) -> float:
+        return self.decode_base_seconds + self.decode_per_seq_seconds * batch
+
+    def decode_seconds_per_token(self, mean_sequence_tokens: float) -> float:
+        """Replica-seconds per output token at a full batch."""
+        batch = self.batch_limit(mean_sequence_tokens)
+        return self.step_seconds(batch) / batch
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    capacity: CapacityModel = field(default_factory=CapacityModel)
+    startup_delay_s: int = 300
+    metric_lag_s: int = 30
+    rate_window_s: int = 60
+    slo_ttft_s: float = 1.0
+    initial_replicas: int | None = None  # None: warm start sized for the first startup period
+    drain_s: int = 300
+    warmup_s: int | None = None  # not scored; None: one startup delay, which no scaler can act within
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a scaler knows at ``now``: metrics ``metric_lag_s`` old, as Prometheus would show."""
+
+    now: int
+    desired: int
+    ready: int
+    starting: int
+    queue_per_replica: float
+    inflight_per_replica: float  # running + waiting: the batch fills with utilisation
+    request_rate: float
+    ttft_p95_s: float
+    count_history: np.ndarray  # requests per second up to now - lag (a view)
+
+
+class Scaler(Protocol):
+    name: str
+    period_s: int
+
+    def decide(self, obs: Observation) -> int: ...
+
+
+@dataclass
+class SimResult:
+    scaler: str
+    ttft_s: np.ndarray
+    latency_s: np.ndarray
+    weight: np.ndarray
+    slo_met: np.ndarray  # fraction of each group's requests within the TTFT SLO
+    ready: np.ndarray
+    starting: np.ndarray
+    queue_requests: np.ndarray
+    count: np.ndarray
+    events: list[tuple[int, int]]
+    slo_ttft_s: float
+    warmup_s: int = 0
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Groups arriving after the warm-up: the ones the SLO attainment counts."""
+        return np.asarray(self._group_t >= self.warmup_s)
+
+    @property
+    def requests(self) -> float:
+        return float(self.weight[self.scored].sum())
+
+    @property
+    def violated(self) -> float:
+        keep = self.scored
+        return float((self.weight[keep] * (1.0 - self.slo_met[keep])).sum())
+
+    @property
+    def unserved(self) -> float:
+        return float(self.weight[~np.isfinite(self.ttft_s) & self.scored].sum())
+
+    @property
+    def slo_attainment(self) -> float:
+        return 1.0 - self.violated / max(self.requests, 1e-12)
+
+    @property
+    def gpu_hours(self) -> float:
+        w = self.warmup_s
+        return float(self.ready[w:].sum() + self.starting[w:].sum()) / 3600.0
+
+    @property
+    def scaling_events(self) -> int:
+        return len(self.events)
+
+    def ttft_quantile(self, q: float) -> float:
+        ttft, weight = self.ttft_s[self.scored], self.weight[self.scored]
+        if ttft.size == 0:
+            return 0.0
+        order = np.argsort(ttft)
+        cum = np.cumsum(weight[order])
+        i = int(np.searchsorted(cum, q * cum[-1]))
+        return float(ttft[order][min(i, order.size - 1)])
+
+    def timeline(self, step_s: int = 60) -> dict[str, np.ndarray]:
+        """Per-step load (req/s), mean ready and total replicas, violated requests."""
+        n = self.ready.size // step_s * step_s
+
+        def per_step(x: np.ndarray) -> np.ndarray:
+            return np.asarray(x[:n].reshape(-1, step_s).mean(axis=1))
+
+        sec = np.minimum(np.floor(self._group_t).astype(np.int64), self.ready.size - 1)
+        viol = np.bincount(sec, weights=self.weight * (1 - self.slo_met), minlength=self.ready.size)
+        return {
+            "t_s": np.arange(n // step_s) * float(step_s),
+            "load_rps": per_step(self.count),
+            "ready": per_step(self.ready.astype(float)),
+            "total": per_step((self.ready + self.starting).astype(float)),
+            "violations": per_step(viol) * step_s,
+        }
+
+    _group_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def initial_replicas(trace: Trace, config: FleetConfig) -> int:
+    if config.initial_replicas is not None:
+        return config.initial_replicas
+    # Every scaler starts from a fleet already sized for the load of the first startup period
+    # (the peak 30 s mean at 85% busy), as if it had been running before the trace began.
+    work = trace.work(config.capacity)[: config.startup_delay_s + 60]
+    windows = work[: work.size // 30 * 30].reshape(-1, 30).mean(axis=1)
+    return max(1, math.ceil(float(windows.max(initial=0.0)) / 0.85))
+
+
+def simulate(
+    trace: Trace, scaler: Scaler, config: FleetConfig, progress: Callable[[float], None] | None = None
+) -> SimResult:
+    """Replay ``trace`` with ``scaler`` deciding the desired replicas every ``scaler.period_s``."""
+    cap = config.capacity
+    n = trace.seconds + config.drain_s
+    work = np.zeros(n)
+    work[: trace.seconds] = trace.work(cap)
+    count = np.zeros(n)
+    count[: trace.seconds] = trace.count
+    mean_cost = trace.mean_request_cost(cap)
+    arrive = work.tolist()
+    count_cum = np.concatenate([[0.0], np.cumsum(count)]).tolist()
+    backlog = [0.0] * n
+    wait_est = [0.0] * n
+    ready_at = [0] * n
+    busy = [0.0] * n
+    batch = float(cap.batch_limit(trace.mean_tokens_per_sequence()))
+    starting_at = [0] * n
+    events: list[tuple[int, int]] = []
+    ready = initial_replicas(trace, config)
+    starting: deque[int] = deque()
+    desired = ready
+    lag, window, period = config.metric_lag_s, config.rate_window_s, max(1, scaler.period_s)
+    prefill_p95 = _prefill_p95(trace, cap)
+    report_every = max(1, n // 100)
+    b = 0.0
+    for k in range(n):
+        if k % period == 0:
+            i = max(0, k - lag)
+            lo = max(0, i + 1 - window)
+            recent = sorted(wait_est[lo : i + 1])
+            queue = backlog[i] / mean_cost / max(ready_at[i], 1)
+            obs = Observation(
+                now=k,
+                desired=desired,
+                ready=ready,
+                starting=len(starting),
+                queue_per_replica=queue,
+                inflight_per_replica=busy[i] * batch + queue,
+                request_rate=(count_cum[i + 1] - count_cum[lo]) / (i + 1 - lo),
+                ttft_p95_s=recent[min(len(recent) - 1, int(0.95 * len(recent)))] + prefill_p95,
+                count_history=count[: i + 1] if k >= lag else count[:0],
+            )
+            new = max(0, int(scaler.decide(obs)))
+            if new != desired:
+                events.append((k, new))
+                total = ready + len(starting)
+                if new > total:
+                    starting.extend([k + config.startup_delay_s] * (new - total))
+                else:
+                    drop = total - new
+                    while drop and starting:
+                        starting.pop()
+                        drop -= 1
+                    ready -= drop
+                desired = new
+        while starting and starting[0] <= k:
+            starting.popleft()
+            ready += 1
+        offered = b + arrive[k]
+        if ready:
+            busy[k] = 1.0 if offered >= ready else offered / ready
+        b = offered - ready
+        if b < 0.0:
+            b = 0.0
+        backlog[k] = b
+        wait_est[k] = b / ready if ready else (math.inf if b > 0 else 0.0)
+        ready_at[k] = ready
+        starting_at[k] = len(starting)
+        if progress is not None and k % report_every == 0:
+            progress(k / n)
+    if progress is not None:
+        progress(1.0)
+    result = _outcomes(trace, config, work, np.asarray(backlog), np.asarray(ready_at, dtype=float))
+    ttft, latency, met = result
+    return SimResult(
+        scaler=scaler.name,
+        ttft_s=ttft,
+        latency_s=latency,
+        weight=trace.group_weight,
+        slo_met=met,
+        ready=np.asarray(ready_at, dtype=np.int32),
+        starting=np.asarray(starting_at, dtype=np.int32),
+        queue_requests=np.asarray(backlog) / mean_cost,
+        count=count,
+        events=events,
+        slo_ttft_s=config.slo_ttft_s,
+        warmup_s=config.startup_delay_s if config.warmup_s is None else config.warmup_s,
+        _group_t=trace.group_t,
+    )
+
+
+def _prefill_p95(trace: Trace, cap: CapacityModel) -> float:
+    prompts = trace.group_prompt_sample if trace.group_prompt_sample is not None else trace.group_prompt
+    return float(np.percentile(prompts, 95)) * cap.prefill_seconds_per_token
+
+
+def _outcomes(
+    trace: Trace, config: FleetConfig, work: np.ndarray, backlog: np.ndarray, capacity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group TTFT, latency and SLO-met fraction from the FIFO fluid queue."""
+    cap = config.capacity
+    n = capacity.size
+    ccum = np.concatenate([[0.0], np.cumsum(capacity)])
+    prev_backlog = np.concatenate([[0.0], backlog[:-1]])
+    t = trace.group_t
+    sec = np.floor(t).astype(np.int64)
+    frac = t - sec
+    per_token = cap.decode_seconds_per_token(trace.mean_tokens_per_sequence())
+    own = trace.group_weight * (
+        trace.group_prompt * cap.prefill_seconds_per_token + trace.group_output * per_token
+    )
+    if trace.group_prompt_sample is None:
+        exclusive = np.cumsum(own) - own
+        first = np.searchsorted(t, sec.astype(float), side="left")
+        before = exclusive - exclusive[first] + own / 2
+    else:
+        before = work[sec] / 2
+    ahead = np.maximum(prev_backlog[sec] + before - capacity[sec] * frac, 0.0)
+    start = ccum[sec] + capacity[sec] * frac
+    target = start + ahead
+    idx = np.searchsorted(ccum, target, side="left")
+    finite = idx <= n
+    j = np.clip(idx - 1, 0, n - 1)
+    finish = j + (target - ccum[j]) / np.maximum(capacity[j], 1e-12)
+    wait = np.where(finite, np.maximum(finish - t, 0.0), np.inf)
+    wait = np.where((ahead <= 0) & (capacity[sec] > 0), 0.0, wait)
+    prefill = trace.group_prompt * cap.prefill_seconds_per_token
+    ttft = wait + prefill
+    busy = np.minimum(1.0, (prev_backlog[sec] + work[sec]) / np.maximum(capacity[sec], 1e-12))
+    batch = busy * cap.batch_limit(trace.mean_tokens_per_sequence())
+    latency = (
+        ttft
+        + trace.group_output * cap.step_seconds(1.0)
+        + trace.group_output * (cap.decode_per_seq_seconds * np.maximum(batch - 1.0, 0.0))
+    )
+    slo = config.slo_ttft_s
+    if trace.group_prompt_sample is None:
+        met = (ttft <= slo).astype(float)
+    else:
+        prefill_sample = trace.group_prompt_sample * cap.prefill_seconds_per_token
+        met = np.searchsorted(prefill_sample, slo - wait, side="right") / prefill_sample.size
+        met = np.where(np.isfinite(wait), met, 0.0)
+    return ttft, latency, np.asarray(met, dtype=float)

@@ -1,0 +1,217 @@
+"""The three scalers the simulator compares: the HPA, the predictive floor under it, the oracle.
+
+* ``HPAScaler``: ``llmfleet.scaling.hpa`` on queue depth per pod every 15 s; replicas still
+  starting (loading the model) report no metric, so they are the HPA's *missing* pods.
+* ``PredictiveScaler``: what the operator ships: every ``interval_s`` the forecaster and the
+  policy set the HPA's ``minReplicas``; the same HPA then runs every 15 s above that floor.
+* ``OracleScaler``: knows the future work exactly and pays the same startup delay: at ``t``
+  it keeps ``max(need)`` over ``[t, t + startup + period]`` where ``need`` is the smoothed work
+  rate over ``utilisation``. Releasing a replica it needs back within a startup would cost
+  more than keeping it, so this greedy rule is the cheapest schedule for that ``need``;
+  sweeping ``utilisation`` gives the cheapest oracle reaching the SLO (the lower bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from llmfleet.scaling import hpa
+from llmfleet.scaling.forecast import Forecast, ForecastConfig, forecast
+from llmfleet.scaling.policy import PolicyConfig, PolicyInput, PolicyState, decide
+from llmfleet.sim.fleet import FleetConfig, Observation
+from llmfleet.sim.traces import Trace
+
+
+class HPAScaler:
+    """``metric="waiting"`` is the HPA the operator renders; ``"inflight"`` (running + waiting per
+    pod, a concurrency target) is the stronger reactive baseline KServe/KEDA setups use."""
+
+    name = "hpa"
+
+    def __init__(self, spec: hpa.HPASpec, metric: str = "waiting") -> None:
+        if metric not in ("waiting", "inflight"):
+            raise ValueError(f"unknown HPA metric {metric!r}")
+        self.spec = spec
+        self.metric = metric
+        self.period_s = hpa.SYNC_PERIOD_S
+        self.state = hpa.HPAState()
+
+    def decide(self, obs: Observation) -> int:
+        return self._hpa(obs, self.spec)
+
+    def _hpa(self, obs: Observation, spec: hpa.HPASpec) -> int:
+        per_pod = obs.inflight_per_replica if self.metric == "inflight" else obs.queue_per_replica
+        pods = hpa.PodMetrics(total=per_pod * obs.ready, reporting=obs.ready, missing=obs.starting)
+        decision = hpa.step(spec, self.state, float(obs.now), obs.desired, pods)
+        self.state = decision.state
+        return decision.replicas
+
+
+@dataclass
+class RateHistory:
+    """Per ``step_s``: the peak ``peak_s``-second mean request rate, built incrementally.
+
+    The fleet must absorb the short-term peak within each minute, not its mean (a queue that
+    lasts a few seconds already costs the TTFT SLO), so that peak is the series forecast.
+    ``peak_s = step_s`` gives the plain mean rate per step.
+    """
+
+    step_s: int
+    peak_s: int = 5
+    rates: list[float] = field(default_factory=list)
+
+    def update(self, counts: np.ndarray) -> np.ndarray:
+        full = counts.size // self.step_s
+        have = len(self.rates)
+        if full > have:
+            chunk = counts[have * self.step_s : full * self.step_s]
+            sub = chunk.reshape(-1, self.step_s // self.peak_s, self.peak_s).mean(axis=2)
+            self.rates.extend(sub.max(axis=1).tolist())
+        return np.asarray(self.rates)
+
+
+class PredictiveScaler(HPAScaler):
+    name = "predictive"
+
+    def __init__(
+        self,
+        spec: hpa.HPASpec,
+        policy: PolicyConfig,
+        *,
+        horizon_s: float,
+        interval_s: int = 60,
+        step_s: int = 60,
+        peak_s: int = 5,
+        forecast_config: ForecastConfig | None = None,
+        cache: dict[tuple[int, float], Forecast] | None = None,
+    ) -> None:
+        super().__init__(spec)
+        self.policy = policy
+        self.horizon_s = horizon_s
+        self.interval_s = interval_s
+        self.forecast_config = forecast_config or ForecastConfig()
+        self.history = RateHistory(step_s, peak_s)
+        self.cache = cache if cache is not None else {}
+        self.policy_state = PolicyState()
+        self.floor = policy.min_replicas
+        self.reasons: list[tuple[int, str]] = []
+        cfg = self.forecast_config
+        self.keep = (
+            cfg.max_seasons * round(cfg.season_s / step_s) + cfg.backtest_steps + cfg.season_level_steps + 64
+        )
+
+    def predict(self, counts: np.ndarray) -> Forecast:
+        rates = self.history.update(counts)
+        key = (rates.size, self.horizon_s)
+        cached = self.cache.get(key)
+        if cached is None:
+            cached = forecast(rates[-self.keep :], self.history.step_s, self.horizon_s, self.forecast_config)
+            self.cache[key] = cached
+        return cached
+
+    def decide(self, obs: Observation) -> int:
+        if obs.now % self.interval_s == 0:
+            fc = self.predict(obs.count_history)
+            if self.history.rates.__len__() < self.forecast_config.level_steps:
+                # Too little history to forecast: hold what runs now (the live path holds too).
+                self.floor = max(self.floor, obs.desired)
+                self.policy_state = PolicyState(self.floor, float(obs.now), ())
+                return self._hpa(obs, replace(self.spec, min_replicas=self.floor))
+            inp = PolicyInput(
+                now=float(obs.now),
+                forecast_upper_rps=fc.upper,
+                forecast_rps=fc.peak,
+                ready=obs.ready,
+                queue_per_replica=obs.queue_per_replica,
+                ttft_p95_s=obs.ttft_p95_s,
+            )
+            decision, self.policy_state = decide(self.policy, inp, self.policy_state)
+            if decision.replicas != self.floor:
+                self.reasons.append((obs.now, decision.reason))
+            self.floor = decision.replicas
+        return self._hpa(obs, replace(self.spec, min_replicas=self.floor))
+
+
+class OracleScaler:
+    name = "oracle"
+
+    def __init__(
+        self,
+        trace: Trace,
+        config: FleetConfig,
+        *,
+        utilisation: float = 0.9,
+        smooth_s: int = 1,
+        period_s: int = 15,
+    ) -> None:
+        self.period_s = period_s
+        work = trace.work(config.capacity)
+        kernel = np.ones(smooth_s) / smooth_s
+        smooth = np.convolve(work, kernel, mode="full")[: work.size]  # trailing mean, causal shape
+        need = np.ceil(smooth / utilisation - 1e-9)
+        blocks = math.ceil(need.size / period_s)
+        padded = np.zeros(blocks * period_s)
+        padded[: need.size] = need
+        block_max = padded.reshape(blocks, period_s).max(axis=1)
+        ahead = math.ceil(config.startup_delay_s / period_s) + 2
+        tail = np.concatenate([block_max, np.zeros(ahead)])
+        self.plan = np.lib.stride_tricks.sliding_window_view(tail, ahead + 1).max(axis=1)[:blocks]
+        self.minimum = 1
+
+    def decide(self, obs: Observation) -> int:
+        block = obs.now // self.period_s
+        if block >= self.plan.size:
+            return self.minimum
+        return max(self.minimum, int(self.plan[block]))
+
+
+@dataclass(frozen=True)
+class ScalerSettings:
+    """The knobs the benchmark sweeps; defaults are the LLMService API defaults."""
+
+    target_queue_depth: float = 8.0
+    hpa_metric: str = "waiting"
+    inflight_target: float = 0.8  # inflight HPA: fraction of a replica's batch
+    headroom: float = 0.2
+    oracle_utilisation: float = 0.9
+    min_replicas: int = 1
+    max_replicas: int = 1000
+    interval_s: int = 60
+
+
+def make_scaler(
+    kind: str,
+    trace: Trace,
+    config: FleetConfig,
+    settings: ScalerSettings | None = None,
+    cache: dict[tuple[int, float], Forecast] | None = None,
+) -> HPAScaler | OracleScaler:
+    """A fresh scaler of ``kind`` (hpa | hpa-inflight | predictive | oracle) for ``trace``."""
+    s = settings or ScalerSettings()
+    spec = hpa.HPASpec.from_llmservice(
+        min_replicas=s.min_replicas, max_replicas=s.max_replicas, target_queue_depth=s.target_queue_depth
+    )
+    if kind == "hpa":
+        return HPAScaler(spec, s.hpa_metric)
+    if kind == "hpa-inflight":
+        batch = config.capacity.batch_limit(trace.mean_tokens_per_sequence())
+        scaler = HPAScaler(replace(spec, target_average_value=s.inflight_target * batch), "inflight")
+        scaler.name = "hpa-inflight"
+        return scaler
+    if kind == "predictive":
+        policy = PolicyConfig(
+            min_replicas=s.min_replicas,
+            max_replicas=s.max_replicas,
+            capacity_rps=1.0 / trace.mean_request_cost(config.capacity),
+            headroom=s.headroom,
+            target_queue_depth=s.target_queue_depth,
+            ttft_slo_s=config.slo_ttft_s,
+        )
+        horizon = config.startup_delay_s + s.interval_s + config.metric_lag_s
+        return PredictiveScaler(spec, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+    if kind == "oracle":
+        return OracleScaler(trace, config, utilisation=s.oracle_utilisation)
+    raise ValueError(f"unknown scaler {kind!r}")

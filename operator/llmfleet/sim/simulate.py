@@ -1,0 +1,175 @@
+"""Replay a request trace against a simulated fleet and compare scalers (HPA, predictive, oracle).
+
+PATH is an Azure LLM trace CSV, a ServeGen model folder (one CSV per client), or a folder
+holding several of either (each is run). Load is rescaled so that its mean equals
+``--load-replicas`` fully busy replicas. The oracle row is the cheapest oracle reaching the
+attainment goal (its utilisation swept from 95% down), the reference for "vs oracle".
+Prints a results table and writes one PNG per trace (load, replicas, violations over time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+SCALERS = ("hpa", "hpa-inflight", "predictive", "oracle")
+ORACLE_UTILISATIONS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trace", required=True, help="Azure CSV, ServeGen folder, or a folder of them")
+    parser.add_argument("--scaler", default="all", choices=[*SCALERS, "all"])
+    parser.add_argument("--startup-delay", type=int, default=300, help="seconds until a new replica serves")
+    parser.add_argument("--metric-lag", type=int, default=30, help="age of the metrics a scaler sees (s)")
+    parser.add_argument("--load-replicas", type=float, default=16.0, help="mean load in fully busy replicas")
+    parser.add_argument(
+        "--days", type=float, default=None, help="use only the first DAYS of a ServeGen trace"
+    )
+    parser.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO (ms)")
+    parser.add_argument("--goal", type=float, default=0.99, help="SLO attainment goal")
+    parser.add_argument("--headroom", type=float, default=0.2, help="predictive headroom")
+    parser.add_argument(
+        "--target-queue-depth", type=float, default=8.0, help="HPA waiting requests per replica"
+    )
+    parser.add_argument(
+        "--inflight-target", type=float, default=0.8, help="hpa-inflight: fraction of a batch"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot-dir", default="simulate-results", help="where the PNG plots go ('' for none)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (no dependency); silent when not wanted."""
+
+    def __init__(self, label: str, enabled: bool = True, width: int = 30) -> None:
+        self.label, self.enabled, self.width = label, enabled, width
+        self.started = time.monotonic()
+        self.last = -1
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        percent = int(fraction * 100)
+        if percent - self.last < 5 and fraction < 1.0:
+            return
+        self.last = percent
+        filled = int(fraction * self.width)
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(
+            f"\r{self.label:<40} |{'#' * filled}{'.' * (self.width - filled)}| {percent:3d}% {elapsed:5.1f}s"
+        )
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_trace(
+    path: str, args: argparse.Namespace, kinds: Sequence[str], progress: Callable[[str], ProgressBar]
+) -> tuple[str, list[object]]:
+    from llmfleet.scaling.forecast import Forecast
+    from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
+    from llmfleet.sim.scalers import ScalerSettings, make_scaler
+    from llmfleet.sim.traces import load_trace
+
+    config = FleetConfig(
+        startup_delay_s=args.startup_delay, metric_lag_s=args.metric_lag, slo_ttft_s=args.slo_ms / 1000.0
+    )
+    trace = load_trace(
+        path, config.capacity, load_replicas=args.load_replicas, seed=args.seed, days=args.days
+    )
+    settings = ScalerSettings(
+        target_queue_depth=args.target_queue_depth,
+        headroom=args.headroom,
+        inflight_target=args.inflight_target,
+    )
+    cache: dict[tuple[int, float], Forecast] = {}
+    results: list[SimResult] = []
+    for kind in kinds:
+        if kind == "oracle":
+            for utilisation in ORACLE_UTILISATIONS:
+                scaler = make_scaler(kind, trace, config, replace(settings, oracle_utilisation=utilisation))
+                result = simulate(trace, scaler, config, progress(f"{trace.name} oracle@{utilisation:.0%}"))
+                if result.slo_attainment >= args.goal:
+                    break
+        else:
+            scaler = make_scaler(kind, trace, config, settings, cache)
+            result = simulate(trace, scaler, config, progress(f"{trace.name} {kind}"))
+        results.append(result)
+    return trace.name, list(results)
+
+
+def format_table(name: str, results: Sequence[object], goal: float) -> str:
+    from llmfleet.sim.fleet import SimResult
+
+    rows = [r for r in results if isinstance(r, SimResult)]
+    oracle = next((r for r in rows if r.scaler == "oracle"), None)
+    lines = [
+        f"{name}",
+        f"  {'scaler':<14}{'SLO attain':>11}{'goal':>6}{'GPU-h':>10}{'vs oracle':>11}{'TTFT p95 s':>12}{'events':>8}",
+    ]
+    for r in rows:
+        ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}x" if oracle and oracle.gpu_hours > 0 else "-"
+        met = "yes" if r.slo_attainment >= goal else "no"
+        lines.append(
+            f"  {r.scaler:<14}{r.slo_attainment:>10.2%}{met:>7}{r.gpu_hours:>10.1f}{ratio:>11}"
+            f"{r.ttft_quantile(0.95):>12.2f}{r.scaling_events:>8d}"
+        )
+    return "\n".join(lines)
+
+
+def plot(name: str, results: Sequence[object], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmfleet.sim.fleet import SimResult
+
+    rows = [r for r in results if isinstance(r, SimResult)]
+    span = rows[0].ready.size
+    step = 60 if span <= 6 * 3600 else 600
+    fig, axes = plt.subplots(3, 1, figsize=(11, 7.5), sharex=True)
+    unit, scale = ("min", 60.0) if step == 60 else ("h", 3600.0)
+    first = rows[0].timeline(step)
+    axes[0].plot(first["t_s"] / scale, first["load_rps"], color="black", lw=0.8)
+    axes[0].set_ylabel("load (req/s)")
+    for r in rows:
+        tl = r.timeline(step)
+        axes[1].plot(tl["t_s"] / scale, tl["total"], lw=0.8, label=f"{r.scaler} ({r.gpu_hours:.0f} GPU-h)")
+        axes[2].plot(
+            tl["t_s"] / scale, tl["violations"], lw=0.8, label=f"{r.scaler} ({r.slo_attainment:.2%})"
+        )
+    axes[1].set_ylabel("replicas (incl. starting)")
+    axes[2].set_ylabel(f"TTFT violations / {step} s")
+    axes[2].set_xlabel(f"time ({unit})")
+    axes[1].legend(fontsize=8, loc="upper left")
+    axes[2].legend(fontsize=8, loc="upper left")
+    axes[0].set_title(f"{name}: load, replicas and SLO violations per scaler")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    from llmfleet.sim.traces import discover
+
+    paths = discover(args.trace)
+    if not paths:
+        print(f"no trace found under {args.trace}", file=sys.stderr)
+        return 2
+    kinds = list(SCALERS) if args.scaler == "all" else [args.scaler]
+    if args.plot_dir:
+        os.makedirs(args.plot_dir, exist_ok=True)
+    for path in paths:
+        name, results = run_trace(path, args, kinds, lambda label: ProgressBar(label, not args.quiet))
+        print(format_table(name, results, args.goal), flush=True)
+        if args.plot_dir:
+            target = os.path.join(args.plot_dir, f"{name}.png")
+            plot(name, results, target)
+            print(f"  plot: {target}", flush=True)
+    return 0
