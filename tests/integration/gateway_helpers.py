@@ -14,9 +14,10 @@ from tests.support.process import PYTHON, ManagedProcess, free_port, http_ok, ma
 
 
 def redis_ping(port: int) -> bool:
+    """Redis answers (PONG, or NOAUTH when it wants a password)."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
         sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
+        return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     return False
 
 
@@ -31,7 +32,9 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(tmp_path: Path, port: int | None = None) -> Iterator[RedisServer]:
+def redis_server(
+    tmp_path: Path, port: int | None = None, password: str | None = None
+) -> Iterator[RedisServer]:
     """A throwaway redis-server in ``tmp_path``: no persistence, loopback only."""
     binary = require_binary("redis-server")
     port = port or free_port()
@@ -49,6 +52,7 @@ def redis_server(tmp_path: Path, port: int | None = None) -> Iterator[RedisServe
         "no",
         "--dir",
         str(data),
+        *(["--requirepass", password] if password else []),
     ]
     with managed(argv, tmp_path / f"redis-{port}.log", ready=lambda: redis_ping(port)) as process:
         yield RedisServer(port, process)

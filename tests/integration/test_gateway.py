@@ -216,3 +216,18 @@ async def test_upstream_errors_are_passed_on_and_never_cached(tmp_path: Path, se
         assert [r.headers["X-LLMFleet-Cache"] for r in responses] == ["miss"] * 3
         assert broken.metric(RECEIVED) == 3
         assert gw.metric("llmfleet_gateway_cache_stores_total", result="upstream_error") == 3
+
+
+async def test_redis_password_comes_from_the_environment(tmp_path: Path, sim: SimServer) -> None:
+    body = chat("password: who may read the cache?")
+    with redis_server(tmp_path, password="s3cret") as redis:
+        with gateway(tmp_path, sim.url, redis.url, env={"REDIS_PASSWORD": "s3cret"}) as gw:
+            async with httpx.AsyncClient() as client:
+                outcomes = [(await post(client, gw, body)).headers["X-LLMFleet-Cache"] for _ in range(2)]
+            assert outcomes == ["miss", "hit"]
+        with gateway(tmp_path, sim.url, redis.url, env={"REDIS_PASSWORD": "wrong"}) as gw:
+            async with httpx.AsyncClient() as client:
+                responses = [await post(client, gw, body) for _ in range(2)]
+            # a rejected password is a Redis failure like any other: served, uncached
+            assert [r.status_code for r in responses] == [200, 200]
+            assert [r.headers["X-LLMFleet-Cache"] for r in responses] == ["miss", "miss"]
