@@ -361,7 +361,9 @@ class ApiServer(kmock.KubernetesEmulator):
                 if transport is None or transport.is_closing():
                     break  # the client went away
                 try:
-                    event = await asyncio.wait_for(watcher.queue.get(), min(1.0, deadline - loop.time()))
+                    event = await asyncio.wait_for(
+                        watcher.queue.get(), min(1.0, self.bookmark_interval, deadline - loop.time())
+                    )
                 except TimeoutError:
                     if bookmarks and loop.time() >= next_bookmark:  # the queue is empty: all events are out
                         next_bookmark = loop.time() + self.bookmark_interval

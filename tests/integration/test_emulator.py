@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes.client
 import kubernetes.watch
 import pytest
+import yaml
 from kopf._core.intents.registries import SmartOperatorRegistry  # not re-exported by kopf 1.45
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiException
 
 from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
+from tests.emulator.e2e import E2E_CONTEXT_ENV, check_e2e_context
 
 # Also loaded by tests/conftest.py; naming it here keeps this module runnable on its own.
 pytest_plugins = ["tests.emulator.fixtures"]
@@ -291,7 +294,7 @@ def test_watch_resumes_from_a_resource_version(apiserver: ApiServer, kube: Kube)
 def test_watch_bookmarks_and_expired_versions(apiserver: ApiServer, kube: Kube) -> None:
     apiserver.bookmark_interval = 0.2
     path = kube.resource("v1", "ConfigMap").url(kube.namespace)
-    query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "2", "resourceVersion": "0"}
+    query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "1", "resourceVersion": "0"}
     response = kube.api_client.call_api(
         *kube.api_client.param_serialize(
             "GET", path, query_params=list(query.items()), auth_settings=["BearerToken"]
@@ -399,6 +402,24 @@ def test_discovery_lists_the_operator_kinds(apiserver: ApiServer, kube: Kube) ->
     assert names == {"llmservices", "llmservices/status"}
     core = {r["name"] for r in kube.request("GET", "/api/v1")["resources"]}
     assert {"services", "configmaps", "secrets", "events", "pods", "namespaces"} <= core
+
+
+def test_e2e_guard_refuses_a_non_kind_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://prod.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "prod", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "prod",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv(E2E_CONTEXT_ENV, raising=False)
+    with pytest.raises(pytest.exit.Exception):
+        check_e2e_context(path)
+    monkeypatch.setenv(E2E_CONTEXT_ENV, "prod")
+    assert check_e2e_context(path) == "prod"
 
 
 def test_kopf_operator_end_to_end(apiserver: ApiServer, kube: Kube) -> None:
