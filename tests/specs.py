@@ -70,10 +70,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     """Random *valid* LLMService specs covering every engine, strategy and optional section."""
     engine = draw(st.sampled_from(["vllm", "tgi", "sglang", "llamacpp", "ollama"]))
     gpu_engine = engine in ("vllm", "tgi", "sglang")
-    if gpu_engine:
-        count = draw(st.sampled_from([1, 2, 4, 8]))
-    else:
-        count = draw(st.sampled_from([0, 0, 1]))
+    count = draw(st.sampled_from([1, 2, 4, 8])) if gpu_engine else draw(st.sampled_from([0, 0, 1]))
     gpu: dict[str, Any] = {"count": count}
     if count and draw(st.booleans()):
         gpu["product"] = draw(
