@@ -111,10 +111,11 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 @contextlib.contextmanager
 def run_llama_server(argv: Sequence[str], port: int, log_path: Path, timeout: float = 120.0,
-                     ready_path: str = "/health") -> Iterator[LlamaServer]:
+                     ready_path: str = "/health", env: dict[str, str] | None = None) -> Iterator[LlamaServer]:
     """Start a complete llama-server command line that listens on ``port``; wait for ``ready_path``."""
     url = f"http://127.0.0.1:{port}"
-    with managed(list(argv), log_path, ready=lambda: http_ok(url + ready_path), timeout=timeout) as process:
+    with managed(list(argv), log_path, ready=lambda: http_ok(url + ready_path), timeout=timeout,
+                 env=env) as process:
         yield LlamaServer(url=url, port=port, process=process)
 
 
