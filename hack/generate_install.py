@@ -53,8 +53,7 @@ def helm_binary(major: int = 3) -> str:
 def crd_text() -> str:
     """What ``llmfleet crd -o -`` prints, run as the installed CLI would run it."""
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from llmfleet.cli import main; sys.exit(main(sys.argv[1:]))",
-         "crd", "-o", "-"],
+        [sys.executable, "-m", "llmfleet.cli", "crd", "-o", "-"],
         check=True,
         capture_output=True,
         text=True,
