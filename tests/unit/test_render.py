@@ -382,3 +382,31 @@ def test_no_ready_replicas_renders_a_valid_placeholder() -> None:
 def test_cache_makes_the_balancer_trust_the_gateway_forwarded_address() -> None:
     assert "real_ip_header X-Forwarded-For;" in lb_config({"engine": "nginx"}, cache={"enabled": True})
     assert "real_ip_header" not in lb_config({"engine": "nginx"})
+
+
+def test_rendered_gateway_args_are_accepted_by_the_gateway_command() -> None:
+    """Contract: the Deployment's args parse with `llmfleet gateway`'s own parser."""
+    from llmfleet.cli import command_parser
+
+    spec = minimal(
+        "vllm",
+        cache={
+            "enabled": True,
+            "ttlSeconds": 120,
+            "tenantHeader": "X-Team",
+            "semantic": {"enabled": True, "similarityThreshold": 0.95},
+        },
+    )
+    container = render(spec)[("Deployment", "chat-gateway")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["llmfleet"] and container["args"][0] == "gateway"
+    parser, _ = command_parser("gateway")
+    args = parser.parse_args(container["args"][1:])
+    assert args.upstream == "http://chat-lb.ml.svc.cluster.local:80"
+    assert args.redis_url == "redis://chat-cache.ml.svc.cluster.local:6379/0"
+    assert (args.ttl_seconds, args.tenant_header, args.semantic, args.semantic_threshold) == (
+        120,
+        "X-Team",
+        True,
+        0.95,
+    )
+    assert args.port == 8080 and args.metrics_port == 9091

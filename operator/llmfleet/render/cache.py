@@ -150,7 +150,8 @@ def gateway_args(spec: LLMServiceSpec, ctx: RenderContext) -> list[str]:
         "--redis-url", f"redis://{ctx.dns(cache_name(ctx))}:{REDIS_PORT}/0",
         "--ttl-seconds", str(cache.ttl_seconds),
         "--max-cached-bytes", str(cache.max_entry_bytes),
-        "--upstream-timeout-seconds", str(spec.load_balancer.timeouts.read_seconds),
+        "--upstream-connect-timeout-seconds", str(spec.load_balancer.timeouts.connect_seconds),
+        "--upstream-read-timeout-seconds", str(spec.load_balancer.timeouts.read_seconds),
     ]  # fmt: skip
     if cache.tenant_header:
         args += ["--tenant-header", cache.tenant_header]
