@@ -1,6 +1,6 @@
 """The rendered llamacpp model Deployment, run for real against the built llama-server.
 
-For every ``engine.kind: llamacpp`` sample in manifests/samples (and two variants of each:
+For every ``engine.kind: llamacpp`` sample in manifests/samples (and variants of each with
 ``warmup: false`` and ``prefixCaching: false``), render the children with ``llmfleet render``,
 take the model container's command and args exactly as rendered, substitute only the model (the
 generated test model instead of the hub download) and the port (a free loopback port instead of
@@ -76,7 +76,7 @@ def variant(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-CASES = [(path, name) for path in llamacpp_samples() for name in ("as-is", "no-warmup", "no-prefix-caching")]
+CASES = [(path, name) for path in llamacpp_samples() for name in ("as-is", "no-warmup")]
 
 
 @dataclass
@@ -102,16 +102,20 @@ class Rendered:
         return int(ports[port])
 
 
-def render(doc: dict[str, Any], workdir: Path) -> Rendered:
+def render_cli(doc: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
     source = workdir / "llmservice.yaml"
     source.write_text(yaml.safe_dump(doc))
-    result = subprocess.run(
+    return subprocess.run(
         [PYTHON, "-m", "llmfleet.cli", "render", "-f", str(source)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def render(doc: dict[str, Any], workdir: Path) -> Rendered:
+    result = render_cli(doc, workdir)
     assert result.returncode == 0, f"llmfleet render failed:\n{result.stderr}"
     children = [d for d in yaml.safe_load_all(result.stdout) if d]
     name = doc["metadata"]["name"]
@@ -273,22 +277,48 @@ def test_context_length_is_the_per_sequence_context(running: Running) -> None:
         assert too_long.json()["error"]["type"] == "exceed_context_size_error"
 
 
-def test_prefix_caching_knob(running: Running) -> None:
-    wanted = tuning(running).get("prefixCaching")
+def repeated_prompt_cached_tokens(server: LlamaServer) -> list[int]:
+    """cached_tokens of the same prompt sent twice in a row to an idle server."""
     prompt = "The same system prompt for every request, long enough to be worth caching. " * 3
     cached = []
-    with httpx.Client(base_url=running.server.url, timeout=httpx.Timeout(120.0, connect=5.0)) as http:
+    with httpx.Client(base_url=server.url, timeout=httpx.Timeout(120.0, connect=5.0)) as http:
         for _ in range(2):
             response = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": 2})
-            assert response.status_code == 200
-            cached.append(response.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+            assert response.status_code == 200, response.text
+            cached.append(int(response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]))
+    return cached
+
+
+def test_prefix_caching_knob(running: Running) -> None:
+    wanted = tuning(running).get("prefixCaching")
+    cached = repeated_prompt_cached_tokens(running.server)
     if wanted is True:
-        assert cached[1] > 0, "prefixCaching: true but the repeated prompt was not served from the KV cache"
+        assert cached[0] == 0 and cached[1] > 0, f"prefixCaching: true, but cached_tokens were {cached}"
     elif wanted is False:
-        assert cached == [0, 0], (
-            f"prefixCaching: false but the repeated prompt reused {cached[1]} cached tokens: "
-            f"rendered args {running.rendered.container['args']}"
-        )
+        assert cached == [0, 0], f"prefixCaching: false, but cached_tokens were {cached}"
+
+
+@pytest.mark.parametrize("path", llamacpp_samples(), ids=lambda p: p.stem)
+def test_prefix_caching_false_is_honoured_or_refused(path: Path, tmp_path: Path) -> None:
+    """prefixCaching: false must switch the engine's prompt cache off, or be refused at validation.
+
+    What it must not do is render nothing: llama-server caches prompts by default, so the knob
+    would be silently ignored.
+    """
+    doc = variant(sample_doc(path), "no-prefix-caching")
+    result = render_cli(doc, tmp_path)
+    if result.returncode != 0:
+        assert "prefixCaching" in result.stderr, f"render failed for another reason:\n{result.stderr}"
+        return
+    rendered = render(doc, tmp_path)
+    port = free_port()
+    argv = localize(rendered, tiny_model("tiny"), port)
+    with run_llama_server(argv, port, tmp_path / "llama-server.log", env=localize_env(rendered, tmp_path)) as server:
+        cached = repeated_prompt_cached_tokens(server)
+    assert cached == [0, 0], (
+        f"prefixCaching: false, but the repeated prompt reused {cached[1]} cached tokens; "
+        f"rendered args: {rendered.container.get('args')}"
+    )
 
 
 def test_probes_answer_as_the_kubelet_expects(running: Running) -> None:
