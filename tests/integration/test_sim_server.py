@@ -121,7 +121,11 @@ def test_models_and_request_errors(tmp_path: Path) -> None:
 
 def test_injected_errors_are_seeded_and_counted(tmp_path: Path) -> None:
     def statuses(server: SimServer) -> list[int]:
-        return [complete(server, prompt="hi", max_tokens=1).status_code for _ in range(30)]
+        with httpx.Client(base_url=server.url) as client:
+            return [
+                client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 1}).status_code
+                for _ in range(30)
+            ]
 
     with (
         sim_server(tmp_path, error_rate=0.5, seed=3) as first,
@@ -183,9 +187,10 @@ def test_health_is_503_until_the_startup_delay_passes(tmp_path: Path) -> None:
 
 
 def test_queue_and_batch_metrics_under_load(tmp_path: Path) -> None:
-    flags = {"max_num_seqs": 2, "decode_base_seconds": 0.05, "metrics_flavor": "llamacpp", "id": "q"}
+    # each request takes >= 12 x 100 ms, so all eight have arrived long before the first two finish
+    flags = {"max_num_seqs": 2, "decode_base_seconds": 0.1, "metrics_flavor": "llamacpp", "id": "q"}
     with sim_server(tmp_path, **flags) as server, ThreadPoolExecutor(8) as pool:
-        replies = [pool.submit(complete, server, prompt=PROMPT, max_tokens=20) for _ in range(8)]
+        replies = [pool.submit(complete, server, prompt=PROMPT, max_tokens=12) for _ in range(8)]
         wait_until(lambda: server.metric("vllm:num_requests_waiting") == 6, 20, what="six requests queued")
         assert server.metric("vllm:num_requests_running") == 2
         assert server.metric("llamacpp:requests_deferred") == 6
@@ -193,15 +198,15 @@ def test_queue_and_batch_metrics_under_load(tmp_path: Path) -> None:
         assert server.metric("vllm:gpu_cache_usage_perc") > 0
         assert [r.result().status_code for r in replies] == [200] * 8
         assert server.metric("vllm:request_success_total") == 8
-        assert server.metric("vllm:generation_tokens_total") == 8 * 20
-        assert server.metric("llamacpp:tokens_predicted_total") == 8 * 20
+        assert server.metric("vllm:generation_tokens_total") == 8 * 12
+        assert server.metric("llamacpp:tokens_predicted_total") == 8 * 12
         assert server.metric("vllm:prompt_tokens_total") == 8 * count_text_tokens(PROMPT)
         assert server.metric("llmfleet_sim_requests_received_total") == 8
         assert server.metric("vllm:time_to_first_token_seconds_count") == 8
         assert server.metric("vllm:num_requests_waiting") == 0
-        # four waves of two: the last wave waited for three waves of 20 tokens
+        # four waves of two: wave k waited k x 12 steps, a mean of 1.5 generations
         ttft_mean = server.metric("vllm:time_to_first_token_seconds_sum") / 8
-        assert ttft_mean > 20 * 0.05
+        assert ttft_mean > 12 * 0.1
 
 
 def parse_flags(*argv: str) -> argparse.Namespace:
