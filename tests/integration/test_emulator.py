@@ -290,6 +290,21 @@ def test_watch_resumes_from_a_resource_version(apiserver: ApiServer, kube: Kube)
         selected.append((event["type"], event["object"].metadata.name))
     assert selected == [("ADDED", "after"), ("DELETED", "after")]  # ends by the server-side timeout
 
+    since = core.list_namespaced_config_map(kube.namespace).metadata.resource_version
+    kube.patch("v1", "ConfigMap", "before", {"metadata": {"labels": {"watched": "yes"}}})
+    kube.patch("v1", "ConfigMap", "before", {"metadata": {"labels": {"watched": "no"}}})
+    moved = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.stream(
+            core.list_namespaced_config_map,
+            kube.namespace,
+            label_selector="watched=yes",
+            resource_version=since,
+            timeout_seconds=1,
+        )
+    ]
+    assert moved == [("ADDED", "before"), ("DELETED", "before")]  # moving in and out of the selector
+
 
 def test_watch_bookmarks_and_expired_versions(apiserver: ApiServer, kube: Kube) -> None:
     apiserver.bookmark_interval = 0.2
@@ -364,6 +379,21 @@ def test_garbage_collection_follows_owner_references(apiserver: ApiServer, kube:
     orphan = kube.wait_for("v1", "ConfigMap", "orphan", lambda o: not o["metadata"].get("ownerReferences"))
     assert orphan["metadata"]["name"] == "orphan"
     assert kube.get_or_none("v1", "ConfigMap", "shared") is not None
+
+    parent = kube.create(llmservice("foreground"))
+    owned("foreground-child", parent)
+    kube.delete(API, "LLMService", "foreground", propagation="Foreground")
+    kube.wait_gone("v1", "ConfigMap", "foreground-child")
+    kube.wait_gone(API, "LLMService", "foreground")  # the owner goes after its dependents
+
+
+def test_deleting_a_namespace_deletes_its_contents(apiserver: ApiServer, kube: Kube) -> None:
+    name = f"{kube.namespace}-doomed"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube.create(configmap("inside"), namespace=name)
+    kube.delete("v1", "Namespace", name)
+    kube.wait_gone("v1", "ConfigMap", "inside", namespace=name)
+    kube.wait_gone("v1", "Namespace", name)
 
 
 def test_fault_injection(apiserver: ApiServer, kube: Kube) -> None:
