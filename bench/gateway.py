@@ -284,6 +284,39 @@ async def run_phases(
     return results
 
 
+def index_scan(redis_url: str, sizes: tuple[int, ...] = (64, 512, 4096), repeats: int = 30) -> dict[str, Any]:
+    """Cost of one semantic lookup (HGETALL of a scope + exact cosine scan) by scope size."""
+    import redis
+
+    from llmfleet.gateway.semantic import best_match
+
+    client = redis.Redis.from_url(f"{redis_url}/1")
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for size in sizes:
+        vectors = rng.normal(size=(size, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        scope = f"bench:scope:{size}"
+        client.delete(scope)
+        client.hset(scope, mapping={f"key{i}": v.tobytes() for i, v in enumerate(vectors)})
+        fetch, scan = [], []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            entries = client.hgetall(scope)
+            t1 = time.perf_counter()
+            best_match(entries, vectors[r % size])
+            fetch.append(t1 - t0)
+            scan.append(time.perf_counter() - t1)
+        out[str(size)] = {
+            "hgetall_p50_ms": round(float(np.median(fetch)) * 1000, 3),
+            "scan_p50_ms": round(float(np.median(scan)) * 1000, 3),
+            "bytes": size * 384 * 4,
+        }
+        client.delete(scope)
+    client.close()
+    return out
+
+
 def machine() -> dict[str, Any]:
     redis_version = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True
@@ -316,6 +349,11 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"{phase:<20}{row['requests']:>9}{row['failed']:>7}{row['ttft_p50_ms']!s:>10}{row['ttft_p99_ms']!s:>10}"
             f"{row['total_p50_ms']!s:>11}{row['total_p99_ms']!s:>11}  {row['cache']}{extra}"
+        )
+    for size, row in results.get("semantic_index_scan", {}).items():
+        print(
+            f"semantic lookup, {size:>5} entries in the scope: HGETALL {row['hgetall_p50_ms']} ms + scan "
+            f"{row['scan_p50_ms']} ms (p50, {row['bytes'] // 1024} KiB moved)"
         )
     overhead = results.get("overhead_ms", {})
     if overhead:
@@ -432,6 +470,7 @@ def main() -> int:
                 )
                 semantic_url = f"http://127.0.0.1:{sem_port}"
             results = asyncio.run(run_phases(args, sim, f"http://127.0.0.1:{gw_port}", semantic_url))
+            results["semantic_index_scan"] = index_scan(redis_url)
     results["overhead_ms"] = {
         key: round(results["miss"][key] - results["direct"][key], 3)
         for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
