@@ -23,9 +23,6 @@ from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
 from tests.emulator.e2e import E2E_CONTEXT_ENV, check_e2e_context
 
-# Also loaded by tests/conftest.py; naming it here keeps this module runnable on its own.
-pytest_plugins = ["tests.emulator.fixtures"]
-
 GROUP, VERSION, PLURAL = "llmfleet.io", "v1alpha1", "llmservices"
 API = f"{GROUP}/{VERSION}"
 
