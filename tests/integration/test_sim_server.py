@@ -102,6 +102,7 @@ def test_models_and_request_errors(tmp_path: Path) -> None:
     with sim_server(tmp_path, served_model_name="llama-3.1-8b", max_model_len=512) as server:
         models = httpx.get(f"{server.url}/v1/models").json()
         ok = httpx.post(f"{server.url}/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 5}).json()
+        unbounded = httpx.post(f"{server.url}/v1/completions", json={"prompt": "word " * 500}).json()
         unknown = httpx.post(f"{server.url}/v1/completions", json={"model": "gpt-9", "prompt": "x"})
         too_long = httpx.post(
             f"{server.url}/v1/completions", json={"prompt": "word " * 500, "max_tokens": 100}
@@ -112,6 +113,7 @@ def test_models_and_request_errors(tmp_path: Path) -> None:
     assert ok["object"] == "text_completion" and ok["model"] == "llama-3.1-8b"
     assert len(ok["choices"][0]["text"].split()) == 5 and ok["choices"][0]["finish_reason"] == "length"
     assert ok["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert unbounded["usage"]["total_tokens"] == 512  # no max_tokens: the rest of the context
     assert unknown.status_code == 404
     assert (
         too_long.status_code == 400 and "maximum context length is 512" in too_long.json()["error"]["message"]

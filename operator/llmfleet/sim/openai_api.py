@@ -81,8 +81,12 @@ def _completion_prompt_tokens(prompt: Any) -> int:
     raise ValueError("prompt must be a string or a list of token ids (one prompt per request)")
 
 
-def parse_request(body: Any, chat: bool, default_max_tokens: int) -> GenerationRequest:
-    """Validate an OpenAI request body; raises ValueError with the message for a 400."""
+def parse_request(body: Any, chat: bool, default_max_tokens: int, max_model_len: int) -> GenerationRequest:
+    """Validate an OpenAI request body; raises ValueError with the message for a 400.
+
+    Without ``max_tokens`` a request gets ``default_max_tokens``, shortened to what the context
+    leaves after the prompt (as vLLM fills the context).
+    """
     if not isinstance(body, dict):
         raise ValueError("the request body must be a JSON object")
     if body.get("n") not in (None, 1):
@@ -93,6 +97,7 @@ def parse_request(body: Any, chat: bool, default_max_tokens: int) -> GenerationR
         prompt_tokens = _completion_prompt_tokens(body.get("prompt"))
     options = body.get("stream_options") or {}
     model = body.get("model")
+    default_max_tokens = max(1, min(default_max_tokens, max_model_len - prompt_tokens))
     return GenerationRequest(
         model=model if isinstance(model, str) else None,
         prompt_tokens=max(1, prompt_tokens),

@@ -177,7 +177,9 @@ class SimServer:
             metrics.failed["starting"] += 1
             return self._error(503, "Loading model", "unavailable_error")
         try:
-            parsed = parse_request(await request.json(), chat, args.default_max_tokens)
+            parsed = parse_request(
+                await request.json(), chat, args.default_max_tokens, self.engine.config.max_model_len
+            )
         except ValueError as error:
             metrics.failed["rejected"] += 1
             return self._error(400, str(error), "BadRequestError")

@@ -191,7 +191,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULTS.output_tokens_mean,
         "mean output tokens of the uniform and exponential distributions",
     )
-    profiled("--default-max-tokens", nonneg_int, 256, "max_tokens of requests that do not set it")
+    profiled(
+        "--default-max-tokens",
+        nonneg_int,
+        256,
+        "max_tokens of requests that do not set it (at most what the context leaves after the prompt)",
+    )
     profiled(
         "--startup-delay-seconds",
         nonneg_float,
