@@ -8,7 +8,10 @@ the scaler queries, and that ``--parallel``/``--ctx-size`` set the slot count an
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
+import socket
 import string
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.llama import LlamaServer, llama_server, parse_metric, tiny_model
+from tests.support.process import wait_until
 
 pytestmark = [pytest.mark.realengine, pytest.mark.timeout(240)]
 
@@ -166,3 +170,40 @@ def test_concurrent_streams_beyond_the_slots_all_complete(server: LlamaServer) -
     with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL + 2) as pool:
         counts = list(pool.map(one, range(PARALLEL + 2)))
     assert counts == [48] * (PARALLEL + 2)
+
+
+def _completion(conn: http.client.HTTPConnection, stream: bool) -> bytes:
+    body = json.dumps({"model": ALIAS, "prompt": "hi", "max_tokens": 5, "stream": stream})
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    assert response.status == 200
+    assert response.getheader("Connection") is None  # nothing announces the close below
+    assert response.getheader("Keep-Alive") is not None
+    return payload
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0.05)
+    return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+
+
+def test_streamed_response_closes_the_connection_despite_keep_alive(server: LlamaServer) -> None:
+    """The defect the load-balancer configs are built around (docs/real-engine.md).
+
+    After a streamed response the server closes the connection although it answered with
+    ``Keep-Alive`` and without ``Connection: close``: a client or proxy that reuses it writes
+    into a closed socket. After a non-streamed response the connection really is reusable.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        _completion(conn, stream=False)
+        _completion(conn, stream=False)  # reused: fine
+        assert b"data: [DONE]" in _completion(conn, stream=True)
+        sock = conn.sock
+        assert sock is not None, "http.client already dropped the connection: it was announced as closing"
+        wait_until(lambda: _peer_closed(sock), timeout=30, what="llama-server to close the connection")
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            _completion(conn, stream=False)
+    finally:
+        conn.close()
