@@ -166,8 +166,15 @@ async def test_concurrent_identical_requests_make_one_upstream_call(
     assert [r.status_code for r in responses] == [200] * 12
     assert len({r.content for r in responses}) == 1
     assert sim.metric(RECEIVED) - before == 1
-    assert {r.headers["X-LLMFleet-Cache"] for r in responses} <= {"miss", "hit"}
-    assert gw.metric("llmfleet_gateway_coalesced_requests_total") >= 1
+    # one request made the call; every other one joined it or (arriving after it was stored) hit
+    leaders = [
+        r
+        for r in responses
+        if r.headers["X-LLMFleet-Cache"] == "miss" and "X-LLMFleet-Coalesced" not in r.headers
+    ]
+    followers = [r for r in responses if r.headers.get("X-LLMFleet-Coalesced") == "1"]
+    hits = [r for r in responses if r.headers["X-LLMFleet-Cache"] == "hit"]
+    assert (len(leaders), len(followers) + len(hits)) == (1, 11)
 
 
 async def test_oversize_responses_are_served_but_not_cached(sim: SimServer, gw: GatewayProcess) -> None:
