@@ -7,6 +7,7 @@ common ones catches reconcilers that compare desired manifests with live objects
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -102,3 +103,7 @@ def apply_defaults(obj: Obj, old: Obj | None = None) -> None:
         _service(obj, old)
     elif kind == "Secret":
         obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None) or {}  # write-only: merged into data, base64-encoded
+        if string_data:
+            data = obj.setdefault("data", {})
+            data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()})

@@ -101,7 +101,8 @@ def _sort_key(obj: Obj) -> tuple[str, str]:
 
 def _require_dict(body: Any) -> Obj:
     if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+        kind = "a JSON string (double-encoded?)" if isinstance(body, str) else type(body).__name__
+        raise ApiError(400, f"the request body must be a JSON object, not {kind}")
     return body
 
 

@@ -225,6 +225,11 @@ def test_server_side_defaults_are_filled_in_and_not_owned_by_appliers(
     owned = applied["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
     assert "f:clusterIP" not in owned and "f:type" not in owned  # defaults belong to nobody
 
+    secret = kube.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}}
+    )
+    assert secret["type"] == "Opaque" and secret["data"] == {"k": "dg=="} and "stringData" not in secret
+
     created = kube.create(deployment("web", {"app": "web"}))
     assert created["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": "25%", "maxSurge": "25%"}
     assert created["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
