@@ -97,9 +97,20 @@ def wrk_rate(port: int, body: str, seconds: int, connections: int, log_dir: Path
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{body}\'\n'
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}/v1/completions"],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
-    )  # fmt: skip
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    )
     return next(line.strip() for line in out.stdout.splitlines() if "Requests/sec" in line)
 
 
@@ -121,17 +132,21 @@ def main() -> int:
             before = cpu_seconds(pids)
             time.sleep(args.idle_seconds)  # measuring idleness itself: nothing to wait on
             idle = cpu_seconds(pids) - before
-            print(f"idle: {args.instances} instances used {idle:.3f} CPU-s in {args.idle_seconds:.0f} s "
-                  f"({100 * idle / args.idle_seconds:.2f}% of one core)")  # fmt: skip
+            print(
+                f"idle: {args.instances} instances used {idle:.3f} CPU-s in {args.idle_seconds:.0f} s "
+                f"({100 * idle / args.idle_seconds:.2f}% of one core)"
+            )
             before, client_before = cpu_seconds(pids), time.process_time()
             tokens, seconds = asyncio.run(
                 stream_load(ports, args.streams_per_instance, args.tokens, args.rounds)
             )
             used, client_used = cpu_seconds(pids) - before, time.process_time() - client_before
-            print(f"streaming: {args.instances}x{args.streams_per_instance} streams, {tokens} tokens in "
-                  f"{seconds:.1f} s ({tokens / seconds:.0f} tokens/s): servers {used:.2f} CPU-s "
-                  f"({100 * used / seconds:.0f}% of one core, {1e6 * used / tokens:.0f} us/token), "
-                  f"client {client_used:.2f} CPU-s")  # fmt: skip
+            print(
+                f"streaming: {args.instances}x{args.streams_per_instance} streams, {tokens} tokens in "
+                f"{seconds:.1f} s ({tokens / seconds:.0f} tokens/s): servers {used:.2f} CPU-s "
+                f"({100 * used / seconds:.0f}% of one core, {1e6 * used / tokens:.0f} us/token), "
+                f"client {client_used:.2f} CPU-s"
+            )
         finally:
             for proc, _ in servers:
                 proc.terminate()

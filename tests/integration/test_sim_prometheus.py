@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,7 +112,7 @@ def run_prometheus(tmp_path: Path, servers: list[SimServer]) -> Iterator[str]:
 
 def test_scaler_queries_work_against_scraped_sim_servers(tmp_path: Path) -> None:
     with ExitStack() as stack:
-        flags = {"max_num_seqs": 2, "decode_base_seconds": 0.02}
+        flags: dict[str, Any] = {"max_num_seqs": 2, "decode_base_seconds": 0.02}
         servers = [stack.enter_context(sim_server(tmp_path, id=name, **flags)) for name in ("a", "b")]
         url = stack.enter_context(run_prometheus(tmp_path, servers))
         prometheus = PrometheusConnect(url=url, disable_ssl=True)

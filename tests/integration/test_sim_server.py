@@ -42,8 +42,13 @@ def complete(server: SimServer, **body: Any) -> httpx.Response:
 
 def test_streaming_completion_is_well_formed_sse_with_usage(tmp_path: Path) -> None:
     with sim_server(tmp_path, id="backend-a") as server:
-        body = {"model": "sim-model", "prompt": PROMPT, "max_tokens": 12, "stream": True,
-                "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "model": "sim-model",
+            "prompt": PROMPT,
+            "max_tokens": 12,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -58,8 +63,11 @@ def test_streaming_completion_is_well_formed_sse_with_usage(tmp_path: Path) -> N
     assert [c["choices"][0]["finish_reason"] for c in tokens] == [None] * 11 + ["length"]
     assert all(c["usage"] is None for c in tokens)
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": count_text_tokens(PROMPT), "completion_tokens": 12,
-                              "total_tokens": count_text_tokens(PROMPT) + 12}  # fmt: skip
+    assert usage["usage"] == {
+        "prompt_tokens": count_text_tokens(PROMPT),
+        "completion_tokens": 12,
+        "total_tokens": count_text_tokens(PROMPT) + 12,
+    }
 
 
 def test_chat_stream_starts_with_the_role_and_arrives_token_by_token(tmp_path: Path) -> None:
@@ -85,8 +93,11 @@ def test_chat_stream_starts_with_the_role_and_arrives_token_by_token(tmp_path: P
 def test_non_streaming_chat_reports_usage_and_the_backend(tmp_path: Path) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
     with sim_server(tmp_path, id="b7") as server:
-        response = httpx.post(f"{server.url}/v1/chat/completions",
-                              json={"model": "sim-model", "messages": messages, "max_tokens": 9}, timeout=30)  # fmt: skip
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "sim-model", "messages": messages, "max_tokens": 9},
+            timeout=30,
+        )
     assert response.status_code == 200
     assert response.headers["x-sim-server"] == "b7"
     reply = response.json()
@@ -94,8 +105,11 @@ def test_non_streaming_chat_reports_usage_and_the_backend(tmp_path: Path) -> Non
     assert reply["choices"][0]["message"]["role"] == "assistant"
     assert len(reply["choices"][0]["message"]["content"].split()) == 9
     prompt_tokens = count_chat_tokens([m["content"] for m in messages])
-    assert reply["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 9,
-                              "total_tokens": prompt_tokens + 9}  # fmt: skip
+    assert reply["usage"] == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": 9,
+        "total_tokens": prompt_tokens + 9,
+    }
 
 
 def test_models_and_request_errors(tmp_path: Path) -> None:
@@ -190,7 +204,12 @@ def test_health_is_503_until_the_startup_delay_passes(tmp_path: Path) -> None:
 
 def test_queue_and_batch_metrics_under_load(tmp_path: Path) -> None:
     # each request takes >= 12 x 100 ms, so all eight have arrived long before the first two finish
-    flags = {"max_num_seqs": 2, "decode_base_seconds": 0.1, "metrics_flavor": "llamacpp", "id": "q"}
+    flags: dict[str, Any] = {
+        "max_num_seqs": 2,
+        "decode_base_seconds": 0.1,
+        "metrics_flavor": "llamacpp",
+        "id": "q",
+    }
     with sim_server(tmp_path, **flags) as server, ThreadPoolExecutor(8) as pool:
         replies = [pool.submit(complete, server, prompt=PROMPT, max_tokens=12) for _ in range(8)]
         wait_until(lambda: server.metric("vllm:num_requests_waiting") == 6, 20, what="six requests queued")
@@ -219,8 +238,16 @@ def parse_flags(*argv: str) -> argparse.Namespace:
 
 def test_profile_presets_flags_and_explicit_flags_win(tmp_path: Path) -> None:
     profile = tmp_path / "llamacpp-8b.json"
-    profile.write_text(json.dumps({"_source": "calibrated", "max_num_seqs": 4, "decode_base_seconds": 0.03,
-                                   "metrics_flavor": "llamacpp"}))  # fmt: skip
+    profile.write_text(
+        json.dumps(
+            {
+                "_source": "calibrated",
+                "max_num_seqs": 4,
+                "decode_base_seconds": 0.03,
+                "metrics_flavor": "llamacpp",
+            }
+        )
+    )
     before = parse_flags("--max-num-seqs", "2", "--profile", str(profile))
     after = parse_flags("--profile", str(profile), "--decode-base-seconds", "0.07")
     assert (engine_config(before).max_num_seqs, engine_config(before).decode_base_seconds) == (2, 0.03)

@@ -63,7 +63,8 @@ def test_queue_is_first_in_first_out() -> None:
     sequences = run_virtual(
         Engine(CONFIG), [Arrival(at=i * 0.0001, prompt_tokens=50, max_tokens=10) for i in range(12)]
     )
-    admitted = [s.admitted_at for s in sequences]
+    admitted = [s.admitted_at or 0.0 for s in sequences]
+    assert all(s.admitted_at is not None for s in sequences)
     assert admitted == sorted(admitted)
     assert admitted[0] < admitted[4] < admitted[8]  # three waves of four
 

@@ -148,9 +148,14 @@ class SimServer:
         if self.starting():
             return self._error(503, "Loading model", "unavailable_error")
         card = {
-            "id": self.model, "object": "model", "created": int(time.time()), "owned_by": "llmfleet-sim",
-            "root": self.model, "parent": None, "max_model_len": self.engine.config.max_model_len,
-        }  # fmt: skip
+            "id": self.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "llmfleet-sim",
+            "root": self.model,
+            "parent": None,
+            "max_model_len": self.engine.config.max_model_len,
+        }
         return web.json_response({"object": "list", "data": [card]})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
@@ -170,8 +175,11 @@ class SimServer:
         metrics, args = self.metrics, self.args
         metrics.received += 1
         if args.crash_after_requests is not None and metrics.received > args.crash_after_requests:
-            print(f"sim-server {self.server_id}: exiting on request {metrics.received} "
-                  f"(--crash-after-requests {args.crash_after_requests})", flush=True)  # fmt: skip
+            print(
+                f"sim-server {self.server_id}: exiting on request {metrics.received} "
+                f"(--crash-after-requests {args.crash_after_requests})",
+                flush=True,
+            )
             os._exit(3)
         if self.starting():
             metrics.failed["starting"] += 1
@@ -263,13 +271,19 @@ async def serve(args: argparse.Namespace, config: EngineConfig) -> None:
 
     server = SimServer(args, config)
     runner_options: dict[str, Any] = {} if args.access_log else {"access_log": None}
-    runner = web.AppRunner(server.app(), handler_cancellation=True,
-                           shutdown_timeout=args.shutdown_timeout_seconds, **runner_options)  # fmt: skip
+    runner = web.AppRunner(
+        server.app(),
+        handler_cancellation=True,
+        shutdown_timeout=args.shutdown_timeout_seconds,
+        **runner_options,
+    )
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     server.start()
-    print(f"llmfleet sim-server {server.server_id}: serving {server.model} on http://{args.host}:{args.port}",
-          flush=True)  # fmt: skip
+    print(
+        f"llmfleet sim-server {server.server_id}: serving {server.model} on http://{args.host}:{args.port}",
+        flush=True,
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(signum, stop.set)
