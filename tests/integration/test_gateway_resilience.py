@@ -96,3 +96,28 @@ async def test_cache_comes_back_with_redis(tmp_path: Path) -> None:
                         break
                     await asyncio.sleep(0.1)
                 assert statuses[-1] == "hit", statuses
+
+
+async def test_response_cut_by_an_upstream_crash_is_neither_completed_nor_cached(tmp_path: Path) -> None:
+    with (
+        redis_server(tmp_path) as redis,
+        sim_server(tmp_path, id="a", crash_after_requests=1, stall_after_tokens=2, stall_seconds=3600) as sim,
+        gateway(tmp_path, sim.url, redis.url) as gw,
+    ):
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = chat("crash: a stream that will be cut", max_tokens=10, stream=True)
+            received = b""
+            with pytest.raises(httpx.HTTPError):  # the client sees a broken body, not a short one
+                async with client.stream("POST", f"{gw.url}/v1/chat/completions", json=body) as stream:
+                    assert stream.status_code == 200
+                    async for chunk in stream.aiter_raw():
+                        if not received:  # the first event is out and the stream stalls: crash the server
+                            crash = await client.post(
+                                f"{gw.url}/v1/chat/completions", json=chat("crash: trigger")
+                            )
+                            assert crash.status_code == 502
+                        received += chunk
+            assert received.startswith(b"data: ")
+            assert b"[DONE]" not in received
+        assert gw.metric("llmfleet_gateway_cache_stores_total", result="stored") == 0
+        assert gw.metric("llmfleet_gateway_cache_entries") == 0
