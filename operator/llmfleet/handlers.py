@@ -194,6 +194,12 @@ def build_registry(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, Opera
         SERVICE_LABEL: kopf.PRESENT,
     }
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as our own client: the pod's ServiceAccount or the kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, config)

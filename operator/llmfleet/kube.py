@@ -178,7 +178,6 @@ class Kube:
     ) -> tuple[int, Any]:
         """(status, decoded body). Statuses in ``allow`` are returned; other failures are mapped."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        payload = json.dumps(body) if body is not None else None
         params = list((query or {}).items())
         try:
             method, url, headers, payload, post = self.api_client.param_serialize(
@@ -186,7 +185,7 @@ class Kube:
                 resource_path=path,
                 query_params=params,
                 header_params=headers,
-                body=payload,
+                body=body,
                 auth_settings=["BearerToken"],
             )
             response = self.api_client.call_api(

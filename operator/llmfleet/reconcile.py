@@ -196,15 +196,22 @@ def _owner(obj: Obj) -> Obj:
 
 
 def _events(previous: list[Obj], current: list[Obj]) -> list[Event]:
-    """Events for condition flips; a condition's first appearance is news only when it is True."""
-    quiet = {Reason.CACHE_DISABLED, Reason.FIXED_REPLICAS, Reason.NOT_CREATED}
-    seen = {c.get("type") for c in previous}
+    """Events when a condition becomes True (Normal) or stops being True (Warning).
+
+    Bring-up (NotCreated -> NoReplicasReady -> ...) and Unknown states are not news: the Events
+    an admin sees are "became available" and "lost it", with the condition's reason and message.
+    """
+    before = {c.get("type"): c.get("status") for c in previous}
     events = []
     for cond in transitions(previous, current):
-        if cond["reason"] in quiet or (cond["type"] not in seen and cond["status"] != TRUE):
+        if cond["reason"] in (Reason.CACHE_DISABLED, Reason.FIXED_REPLICAS):
             continue
-        kind = "Normal" if cond["status"] == TRUE else "Warning"
-        events.append(Event(kind, cond["reason"], f"{cond['type']} is {cond['status']}: {cond['message']}"))
+        if cond["status"] == TRUE:
+            events.append(Event("Normal", cond["reason"], f"{cond['type']} is True: {cond['message']}"))
+        elif before.get(cond["type"]) == TRUE:
+            events.append(
+                Event("Warning", cond["reason"], f"{cond['type']} is {cond['status']}: {cond['message']}")
+            )
     return events
 
 
