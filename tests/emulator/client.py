@@ -61,7 +61,7 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         response = self.api_client.call_api(method, url, headers, body, post)
-        data = response.read()
+        data = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             kubernetes.client.ApiException.from_response(http_resp=response, body=data.decode(), data=None)
         return json.loads(data) if data else None

@@ -18,7 +18,7 @@ def e2e_enabled(config: pytest.Config) -> bool:
 
 def check_e2e_context(path: Path) -> str:
     """The current context of a kubeconfig, if it is safe to run destructive tests against it."""
-    _, active = kubernetes.config.list_kube_config_contexts(config_file=str(path))
+    _, active = kubernetes.config.list_kube_config_contexts(config_file=str(path))  # type: ignore[no-untyped-call]
     name = str(active["name"])
     allowed = os.environ.get(E2E_CONTEXT_ENV)
     if (allowed and name != allowed) or (not allowed and not name.startswith("kind-")):

@@ -65,7 +65,7 @@ def kubeconfig(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture()
 def kube(kubeconfig: Path) -> Iterator[Kube]:
-    api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     namespace = f"llmfleet-t-{secrets.token_hex(4)}"
     client = Kube(api_client, namespace)
     client.create(

@@ -10,6 +10,7 @@ It runs asynchronously (scheduled on the event loop after a deletion), as the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.emulator.store import Obj, Store
@@ -62,13 +63,20 @@ def _one_pass(store: Store) -> bool:
             if not live:
                 changed |= _delete(store, obj)
             elif len(live) < len(refs):
-                store.system_update(rt, obj, lambda o, live=live: o["metadata"].update(ownerReferences=live))
+                store.system_update(rt, obj, _set_owners(live))
                 changed = True
         return changed
 
 
 def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def _set_owners(refs: list[Any]) -> Callable[[Obj], None]:
+    def mutate(obj: Obj) -> None:
+        obj["metadata"]["ownerReferences"] = refs
+
+    return mutate
 
 
 def _drop_finalizer(obj: Obj, finalizer: str) -> None:
@@ -80,9 +88,7 @@ def _release_dependents(store: Store, uid: str, snapshot: list[tuple[Any, Obj]])
         if _owned_by(dependent, uid):
             rt = store.registry.by_kind(dependent["apiVersion"], dependent["kind"])
             refs = [r for r in dependent["metadata"]["ownerReferences"] if r.get("uid") != uid]
-            store.system_update(
-                rt, dependent, lambda o, refs=refs: o["metadata"].update(ownerReferences=refs)
-            )
+            store.system_update(rt, dependent, _set_owners(refs))
 
 
 def _delete(store: Store, obj: Obj) -> bool:

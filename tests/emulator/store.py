@@ -117,7 +117,7 @@ class Store:
         with self.lock:
             return self.objects.get(self.key(rt, namespace, name))
 
-    def list(self, rt: ResourceType, namespace: str | None, matches: Predicate) -> tuple[list[Obj], int]:
+    def select(self, rt: ResourceType, namespace: str | None, matches: Predicate) -> tuple[list[Obj], int]:
         with self.lock:
             items = [
                 obj

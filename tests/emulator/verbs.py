@@ -74,7 +74,7 @@ def get(store: Store, call: Call) -> Outcome:
 
 
 def list_(store: Store, call: Call) -> Outcome:
-    items, rv = store.list(call.rt, call.route.namespace, selector(call.params))
+    items, rv = store.select(call.rt, call.route.namespace, selector(call.params))
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
     start = 0
     if call.params.get("continue"):
@@ -265,7 +265,7 @@ def delete(store: Store, call: Call) -> Outcome:
 
 
 def delete_collection(store: Store, call: Call) -> Outcome:
-    items, _ = store.list(call.rt, call.route.namespace, selector(call.params))
+    items, _ = store.select(call.rt, call.route.namespace, selector(call.params))
     options = _delete_options(call)
     for obj in items:
         store.delete(
