@@ -84,41 +84,40 @@ namespaces it serves. Keep in step with OPERATOR_API_CALLS in tests/unit/test_ch
 that test fails when the two disagree.
 */}}
 {{- define "llmfleet.namespacedRules" -}}
-# The LLMService objects: watched by kopf, patched for finalizers and kopf's progress
-# annotations; the operator writes the status subresource itself.
+# LLMServices: watched by kopf, read by the operator, patched by kopf for its finalizer and
+# progress annotations; the operator merge-patches the status subresource.
 - apiGroups: ["llmfleet.io"]
   resources: ["llmservices"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["llmfleet.io"]
   resources: ["llmservices/status"]
-  verbs: ["get", "patch", "update"]
-# Children of every LLMService, applied server-side, watched, and deleted when no longer wanted.
+  verbs: ["patch"]
+# Children: listed by label, applied server-side (patch, and create when absent), deleted when
+# no longer wanted. Only Deployments are watched (status follows the model pods); the cache
+# password Secret is created once with a POST.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "secrets", "persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Ready model pods, followed to re-render the load-balancer configuration.
+  verbs: ["list", "create", "patch", "delete"]
+# EndpointSlices of the model Services: the ready model pods the load balancer is rendered with.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
-  verbs: ["get", "list", "watch"]
-# Events on LLMServices, posted by the operator and by kopf.
+  verbs: ["list", "watch"]
+# core/v1 Events on LLMServices, posted by the operator and by kopf.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
