@@ -237,9 +237,10 @@ class SimServer:
         from aiohttp import web
 
         events = EventStream(seq, chat, self.model, self.server_id, parsed.include_usage)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.metrics.llamacpp:
+            headers["X-Accel-Buffering"] = "no"  # llama-server sends it; vLLM does not
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         sent, stall_at, stalled = 0, self.args.stall_after_tokens, False
         while sent < seq.output_tokens:
@@ -299,5 +300,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if getattr(args, "id", None) is None:
         args.id = f"{socket.gethostname()}:{args.port}"
-    asyncio.run(serve(args, config))
+    try:
+        asyncio.run(serve(args, config))
+    except OSError as error:  # the port is taken, the address is not ours
+        print(f"llmfleet sim-server: {error}", file=sys.stderr)
+        return 1
     return 0
