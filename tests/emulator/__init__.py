@@ -6,6 +6,7 @@ against a real cluster), and the pytest fixtures in :mod:`tests.emulator.fixture
 """
 
 from tests.emulator.apiserver import ApiServer, Fault, WriteRecord
+from tests.emulator.client import Kube
 from tests.emulator.resources import DEFAULT_RESOURCES, ResourceRegistry, ResourceType
 from tests.emulator.runner import EmulatorThread
 
@@ -14,6 +15,7 @@ __all__ = [
     "ApiServer",
     "EmulatorThread",
     "Fault",
+    "Kube",
     "ResourceRegistry",
     "ResourceType",
     "WriteRecord",

@@ -311,7 +311,7 @@ def test_watch_resumes_from_a_resource_version(apiserver: ApiServer, kube: Kube)
 def test_watch_bookmarks_and_expired_versions(apiserver: ApiServer, kube: Kube) -> None:
     apiserver.bookmark_interval = 0.2
     path = kube.resource("v1", "ConfigMap").url(kube.namespace)
-    query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "1", "resourceVersion": "0"}
+    query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "2", "resourceVersion": "0"}
     response = kube.api_client.call_api(
         *kube.api_client.param_serialize(
             "GET", path, query_params=list(query.items()), auth_settings=["BearerToken"]
@@ -337,6 +337,8 @@ def test_finalizers_hold_deletion_until_removed(apiserver: ApiServer, kube: Kube
     kube.delete("v1", "ConfigMap", "held")
     marked = kube.get("v1", "ConfigMap", "held")
     assert marked["metadata"]["deletionTimestamp"]
+    stored = apiserver.object("v1", "ConfigMap", kube.namespace, "held")
+    assert stored is not None and stored["metadata"]["finalizers"] == ["llmfleet.io/finalizer"]
     with pytest.raises(ApiException) as info:
         kube.patch(
             "v1", "ConfigMap", "held", {"metadata": {"finalizers": ["llmfleet.io/finalizer", "other/x"]}}
