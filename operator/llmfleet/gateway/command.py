@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "embeddings kept per tenant/model/parameters scope (random eviction beyond)",
     )
     _flag(parser, "--semantic-threads", int, 1, "torch threads of the embedding model")
+    _flag(
+        parser,
+        "--semantic-max-pending",
+        int,
+        8,
+        "embeddings waiting at most; beyond, requests skip the semantic cache",
+    )
     _switch(
         parser,
         "--cache-nondeterministic",
@@ -107,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         semantic_threshold=args.semantic_threshold,
         semantic_max_entries=args.semantic_max_entries,
         semantic_threads=args.semantic_threads,
+        semantic_max_pending=args.semantic_max_pending,
         redis_timeout_seconds=args.redis_timeout_ms / 1000,
         breaker_failures=args.breaker_failures,
         breaker_reset_seconds=args.breaker_reset_seconds,

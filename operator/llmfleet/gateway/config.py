@@ -21,6 +21,7 @@ class GatewayConfig:
     semantic_threshold: float = 0.92
     semantic_max_entries: int = 512
     semantic_threads: int = 1
+    semantic_max_pending: int = 8
     redis_timeout_seconds: float = 0.1
     breaker_failures: int = 3
     breaker_reset_seconds: float = 5.0

@@ -26,7 +26,7 @@ class GatewayMetrics:
         )
         self.lookups = Counter(
             "llmfleet_gateway_cache_lookups",
-            "Cache lookups by type (exact, semantic) and result (hit, miss).",
+            "Cache lookups by type (exact, semantic) and result (hit, miss; semantic also skipped, error).",
             ["type", "result"],
             registry=r,
         )

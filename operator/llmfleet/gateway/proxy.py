@@ -17,14 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmfleet.gateway.cache import CachedResponse, CircuitBreaker, ResilientRedis, ResponseCache
 from llmfleet.gateway.coalesce import Coalescer, Flight, FlightAborted, Head, Subscription
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.keys import CACHE_HEADER, CACHEABLE_PATHS, CacheableRequest, classify
 from llmfleet.gateway.metrics import GatewayMetrics
-from llmfleet.gateway.semantic import Embedder, SemanticIndex, Vector
+from llmfleet.gateway.semantic import Embedder, SemanticCache, SemanticIndex, Vector
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def _error_body(status: int, message: str) -> bytes:
 
 
 class Gateway:
-    """Caching reverse proxy: ``proxy_app()`` serves clients, ``admin_app()`` health and metrics."""
+    """Caching reverse proxy; ``proxy_app()`` is the aiohttp application that serves clients."""
 
     def __init__(
         self, config: GatewayConfig, metrics: GatewayMetrics | None = None, embedder: Embedder | None = None
@@ -66,7 +65,7 @@ class Gateway:
         self._client: httpx.AsyncClient | None = None
         self._redis: ResilientRedis | None = None
         self._cache: ResponseCache | None = None
-        self._index: SemanticIndex | None = None
+        self._semantic: SemanticCache | None = None
 
     async def start(self) -> None:
         timeout = httpx.Timeout(
@@ -89,11 +88,14 @@ class Gateway:
             self._redis, self.config.ttl_seconds, self.config.max_cached_bytes, self.metrics
         )
         if self.embedder is not None:
-            self._index = SemanticIndex(
+            index = SemanticIndex(
                 self._redis,
                 self.config.semantic_threshold,
                 self.config.ttl_seconds,
                 self.config.semantic_max_entries,
+            )
+            self._semantic = SemanticCache(
+                self.embedder, index, self._cache, self.config.semantic_max_pending, self.metrics
             )
 
     async def close(self) -> None:
@@ -102,6 +104,8 @@ class Gateway:
             await self._client.aclose()
         if self._redis is not None:
             await self._redis.close()
+        if self._semantic is not None:
+            self._semantic.close()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -113,32 +117,14 @@ class Gateway:
         assert self._cache is not None, "Gateway.start() was not awaited"
         return self._cache
 
-    # -- applications --
     def proxy_app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
-    def admin_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        return app
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        # Redis is deliberately not checked: without it the gateway passes requests through.
-        return web.Response(text="ready\n") if self.ready else web.Response(status=503, text="starting\n")
-
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def refresh_cache_size(self) -> None:
         if self._cache is not None:
             await self._cache.refresh_size()
-        return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
 
     # -- request handling --
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -257,16 +243,15 @@ class Gateway:
             if cached is not None:
                 return await self._replay(request, cached, "exact", arrived)
         if (
-            self._index is not None
-            and self.embedder is not None
+            self._semantic is not None
             and decision.semantic_text is not None
             and decision.semantic_scope is not None
             and self._redis is not None
-            and self._redis.breaker.closed
+            and self._redis.breaker.closed  # no point embedding for a cache that is down
         ):
-            vector = await self.embedder.embed(decision.semantic_text)
-            if decision.read:
-                cached = await self._semantic_lookup(decision.semantic_scope, vector)
+            vector = await self._semantic.embed(decision.semantic_text)
+            if vector is not None and decision.read:
+                cached = await self._semantic.lookup(decision.semantic_scope, vector)
                 m.lookups.labels(type="semantic", result="hit" if cached else "miss").inc()
                 if cached is not None:
                     return await self._replay(request, cached, "semantic", arrived)
@@ -285,16 +270,6 @@ class Gateway:
         else:
             m.coalesced.inc()
         return await self._stream_flight(request, subscription, coalesced, arrived)
-
-    async def _semantic_lookup(self, scope: str, vector: Vector) -> CachedResponse | None:
-        assert self._index is not None
-        match = await self._index.search(scope, vector)
-        if match is None:
-            return None
-        cached = await self.cache.get(match[0])
-        if cached is None:
-            await self._index.forget(scope, match[0])
-        return cached
 
     async def _replay(
         self, request: web.Request, cached: CachedResponse, kind: str, arrived: float
@@ -410,6 +385,11 @@ class Gateway:
             decision.exact_key, CachedResponse(head.status, content_type, recording)
         )
         self.metrics.stores.labels(type="exact", result="stored" if stored else "redis_error").inc()
-        if stored and vector is not None and self._index is not None and decision.semantic_scope is not None:
-            added = await self._index.add(decision.semantic_scope, vector, decision.exact_key)
+        if (
+            stored
+            and vector is not None
+            and self._semantic is not None
+            and decision.semantic_scope is not None
+        ):
+            added = await self._semantic.index.add(decision.semantic_scope, vector, decision.exact_key)
             self.metrics.stores.labels(type="semantic", result="stored" if added else "redis_error").inc()

@@ -21,6 +21,7 @@ never blocks on torch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -30,14 +31,17 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from llmfleet.gateway.cache import ResilientRedis
+from llmfleet.gateway.cache import CachedResponse, ResilientRedis, ResponseCache
 from llmfleet.gateway.metrics import GatewayMetrics
 
+log = logging.getLogger(__name__)
 Vector = npt.NDArray[np.float32]
 
 
 class Embedder(Protocol):
     async def embed(self, text: str) -> Vector: ...
+
+    def close(self) -> None: ...
 
 
 class MiniLMEmbedder:
@@ -131,3 +135,55 @@ class SemanticIndex:
     async def forget(self, scope: str, exact_key: str) -> None:
         """Drop an entry whose response has expired from the exact cache."""
         await self.redis.call("hdel", lambda r: r.hdel(scope, exact_key))
+
+
+class SemanticCache:
+    """Embedder + index + exact cache: the semantic lookup of one request, failing open."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: SemanticIndex,
+        cache: ResponseCache,
+        max_pending: int,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.cache = cache
+        self.max_pending = max_pending
+        self.metrics = metrics
+        self._pending = 0
+
+    async def embed(self, text: str) -> Vector | None:
+        """The prompt's embedding, or None (no semantic lookup) when the embedder is busy or fails.
+
+        Embeddings run one at a time; past ``max_pending`` waiting, a request skips the semantic
+        cache instead of queueing behind them, so a burst of misses cannot turn the semantic
+        cache into added latency.
+        """
+        if self._pending >= self.max_pending:
+            self.metrics.lookups.labels(type="semantic", result="skipped").inc()
+            return None
+        self._pending += 1
+        try:
+            return await self.embedder.embed(text)
+        except Exception:
+            log.exception("embedding failed: semantic cache skipped for this request")
+            self.metrics.lookups.labels(type="semantic", result="error").inc()
+            return None
+        finally:
+            self._pending -= 1
+
+    async def lookup(self, scope: str, vector: Vector) -> CachedResponse | None:
+        """The stored answer of the nearest prompt above the threshold, if it is still cached."""
+        match = await self.index.search(scope, vector)
+        if match is None:
+            return None
+        cached = await self.cache.get(match[0])
+        if cached is None:
+            await self.index.forget(scope, match[0])
+        return cached
+
+    def close(self) -> None:
+        self.embedder.close()

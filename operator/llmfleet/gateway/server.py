@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.metrics import GatewayMetrics
@@ -29,6 +30,28 @@ class RunningGateway:
     gateway: Gateway
     port: int
     metrics_port: int
+
+
+def admin_app(gateway: Gateway) -> web.Application:
+    """Liveness, readiness and metrics, on their own port."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        # Redis is deliberately not checked: without it the gateway passes requests through.
+        return web.Response(text="ready\n") if gateway.ready else web.Response(status=503, text="starting\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        await gateway.refresh_cache_size()
+        body = generate_latest(gateway.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -50,7 +73,7 @@ async def running_gateway(
     """Serve ``config`` until the block exits; ports 0 pick free ports (see the yielded object)."""
     metrics = GatewayMetrics()
     gateway = Gateway(config, metrics)
-    admin = web.AppRunner(gateway.admin_app(), access_log=None, handle_signals=False)
+    admin = web.AppRunner(admin_app(gateway), access_log=None, handle_signals=False)
     proxy = web.AppRunner(gateway.proxy_app(), access_log=None, handle_signals=False)
     await admin.setup()
     try:
