@@ -883,23 +883,51 @@ def test_every_schema_property_is_described() -> None:
 
 
 def test_documented_prometheus_adapter_rules_cover_every_engine_queue_gauge() -> None:
-    """docs/install.md ships the prometheus-adapter rules behind the HPA's queue metric."""
+    """docs/install.md ships the prometheus-adapter rule behind the HPA's queue metric."""
     from llmfleet.render.model import QUEUE_METRIC
 
     text = (ROOT / "docs" / "install.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-    adapter = [yaml.safe_load(b) for b in blocks if "seriesQuery" in b]
-    assert len(adapter) == 1, "expected one prometheus-adapter values block in docs/install.md"
-    rules = adapter[0]["rules"]["custom"]
-    series = {re.match(r"^\{?([\w:]+)", r["seriesQuery"]).group(1) for r in rules}  # type: ignore[union-attr]
-    assert series == {
+    blocks = [
+        yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if "seriesQuery" in b
+    ]
+    assert len(blocks) == 1, "expected one prometheus-adapter values block in docs/install.md"
+    (rule,) = blocks[0]["rules"]["custom"]
+    gauges = {
         "vllm:num_requests_waiting",
         "tgi_queue_size",
         "sglang:num_queue_reqs",
         "llamacpp:requests_deferred",
     }
-    for rule in rules:
-        assert rule["name"]["as"] == QUEUE_METRIC
-        assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
-        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
-        assert "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
+    for query in (rule["seriesQuery"], rule["metricsQuery"]):
+        names = re.search(r'__name__=~"([^"]+)"', query)
+        assert names is not None and set(names.group(1).split("|")) == gauges, query
+    assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
+    assert rule["name"] == {"matches": ".*", "as": QUEUE_METRIC}
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    # The HPA asks for exactly this metric, as a Pods metric.
+    hpas = [c for c in _rendered_children() if c["kind"] == "HorizontalPodAutoscaler"]
+    assert hpas and all(h["spec"]["metrics"][0]["pods"]["metric"]["name"] == QUEUE_METRIC for h in hpas)
+
+
+# --- the image the chart runs --------------------------------------------------------------
+
+
+def test_dockerfile_runs_as_the_user_the_pods_expect(helm: str) -> None:
+    from llmfleet.render.cache import GATEWAY_UID
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 65532:65532$", dockerfile, flags=re.M)
+    pod = only(render(helm, "default"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 65532 == GATEWAY_UID
+    assert 'ENTRYPOINT ["llmfleet"]' in dockerfile and 'CMD ["run"]' in dockerfile
+    # The final stage is the last FROM; it copies the virtual environment and installs nothing.
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "COPY --from=build /opt/llmfleet /opt/llmfleet" in final_stage
+    assert not re.search(r"^RUN ", final_stage, flags=re.M), "the final stage must not install anything"
+    assert "ARG WITH_SEMANTIC=false" in dockerfile and "torch==${TORCH_VERSION}" in dockerfile
+    assert "ARG TORCH_VERSION=2.13.0" in dockerfile
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert dockerignore[dockerignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
