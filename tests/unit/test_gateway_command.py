@@ -52,6 +52,15 @@ def test_environment_sets_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch
     assert config.redis_password is None
 
 
+def test_unparsable_environment_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Kubernetes service links: a Service named llmfleet-gateway injects this into every pod
+    monkeypatch.setenv("LLMFLEET_GATEWAY_PORT", "tcp://10.0.0.7:80")
+    assert parse([]).port == 8080
+    assert "LLMFLEET_GATEWAY_PORT" in capsys.readouterr().err
+
+
 def test_command_module_imports_no_heavy_dependency() -> None:
     code = (
         "import sys, llmfleet.gateway.command;"

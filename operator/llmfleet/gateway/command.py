@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 ENV_PREFIX = "LLMFLEET_GATEWAY_"
@@ -21,7 +22,14 @@ def _env_name(flag: str) -> str:
 
 def _flag(parser: argparse.ArgumentParser, flag: str, kind: type, default: Any, help_text: str) -> None:
     raw = os.environ.get(_env_name(flag))
-    value = default if raw is None else kind(raw)
+    value = default
+    if raw is not None:
+        try:
+            value = kind(raw)
+        except ValueError:
+            # e.g. LLMFLEET_GATEWAY_PORT=tcp://10.0.0.7:80, injected by Kubernetes for a Service
+            # named llmfleet-gateway: not ours, so it must not stop the gateway from starting.
+            print(f"ignoring {_env_name(flag)}={raw!r}: not a valid {kind.__name__}", file=sys.stderr)
     parser.add_argument(flag, type=kind, default=value, help=f"{help_text} [env {_env_name(flag)}]")
 
 
