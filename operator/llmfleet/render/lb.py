@@ -100,14 +100,16 @@ def config_text(
     ctx: RenderContext,
     *,
     runtime_dir: str = "/tmp",
+    listen_address: str = "",
     listen_port: int = LISTEN_PORT,
     status_port: int = STATUS_PORT,
     access_log: str = "/dev/stdout",
 ) -> str:
     """The nginx.conf or haproxy.cfg text for the spec and ``ctx.endpoints`` (pure).
 
-    The ports, runtime directory and access log are parameters so tests can run the very same
-    config on loopback with the real binaries.
+    The listen address (empty: every interface, as in the pod), ports, runtime directory and
+    access log are parameters so tests can run the very same config on loopback with the real
+    binaries.
     """
     lb = spec.load_balancer
     plan = engine_container(spec, ctx, resolve_model(spec, ctx))
@@ -126,6 +128,7 @@ def config_text(
         "upstream_keepalive": spec.engine.kind not in NO_UPSTREAM_KEEPALIVE,
         "health_path": plan.health_path,
         "runtime_dir": runtime_dir,
+        "listen_address": listen_address,
         "listen_port": listen_port,
         "status_port": status_port,
         "access_log": access_log,
