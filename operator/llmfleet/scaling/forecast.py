@@ -45,7 +45,7 @@ class ForecastConfig:
     season_level_steps: int = 30
     backtest_steps: int = 720
     min_backtest: int = 10
-    quantile: float = 0.95
+    quantile: float = 0.9
     default_band: float = 0.5
 
 

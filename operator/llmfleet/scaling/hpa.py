@@ -194,13 +194,18 @@ def step(spec: HPASpec, state: HPAState, now: float, current: int, pods: PodMetr
     down_cut = now - spec.scale_down.stabilization_window_s
     up_rec, down_rec = wanted, wanted
     kept = []
-    for t, rec in state.recommendations:
+    for sample in state.recommendations:
+        t, rec = sample
         if t > up_cut:
-            up_rec = min(up_rec, rec)
-        if t > down_cut:
-            down_rec = max(down_rec, rec)
-        if t > up_cut or t > down_cut:
-            kept.append((t, rec))
+            if rec < up_rec:
+                up_rec = rec
+            kept.append(sample)
+            if t > down_cut and rec > down_rec:
+                down_rec = rec
+        elif t > down_cut:
+            if rec > down_rec:
+                down_rec = rec
+            kept.append(sample)
     stabilized = min(max(current, up_rec), down_rec)
     state = replace(state, recommendations=(*kept, (now, wanted)))
     # convertDesiredReplicasWithBehaviorRate

@@ -7,9 +7,11 @@ Rules, in order:
    quantile of the peak request rate over a horizon at least as long as a replica's startup
    (a replica asked for now only serves after it), and ``capacity_rps`` is what one replica
    sustains.
-2. **Feedback** raises the floor at once: a queue deeper than ``target_queue_depth`` per
-   replica asks for ``ceil(ready * queue / target)`` (as the HPA would), a TTFT p95 above the
-   SLO for ``ceil(ready * ttft / slo)``, each capped at doubling per decision.
+2. **Feedback** raises the floor at once when the queue is deeper than ``target_queue_depth``
+   per replica or TTFT p95 is above the SLO: to what the *observed* rate needs plus draining
+   the queue within ``drain_s``, ``ceil((observed + queue_total / drain_s) * (1 + headroom) /
+   capacity_rps)``. Proportional to measured demand, not a multiple of the current replicas:
+   a burst that is over before new replicas are ready should not buy a fleet twice its size.
 3. Clamp to ``[min_replicas, max_replicas]``.
 4. **Up at once, down slowly**: a higher value replaces the floor immediately; a lower one only
    after every recommendation of the last ``down_window_s`` was lower (the floor drops to the
@@ -34,7 +36,8 @@ class PolicyConfig:
     headroom: float = 0.2
     target_queue_depth: float = 8.0
     ttft_slo_s: float = 1.0
-    down_window_s: float = 600.0
+    drain_s: float = 60.0
+    down_window_s: float = 300.0
     down_percent_per_minute: float = 25.0
     down_tolerance: float = 0.1
 
@@ -45,6 +48,7 @@ class PolicyInput:
     forecast_upper_rps: float
     forecast_rps: float
     ready: int
+    observed_rps: float = 0.0  # the recent (peak) request rate
     queue_per_replica: float | None = None  # None: metric unavailable
     ttft_p95_s: float | None = None
 
@@ -72,15 +76,14 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
     """The floor for now, and the state to pass next time."""
     by_forecast = forecast_replicas(cfg, inp.forecast_upper_rps)
     raw, driver = by_forecast, "forecast"
-    base = max(inp.ready, 1)
-    if inp.queue_per_replica is not None and inp.queue_per_replica > cfg.target_queue_depth:
-        want = math.ceil(base * min(2.0, inp.queue_per_replica / cfg.target_queue_depth))
+    queue = inp.queue_per_replica if inp.queue_per_replica is not None else 0.0
+    queue_breach = queue > cfg.target_queue_depth
+    latency_breach = inp.ttft_p95_s is not None and inp.ttft_p95_s > cfg.ttft_slo_s
+    if queue_breach or latency_breach:
+        demand = inp.observed_rps + queue * max(inp.ready, 1) / cfg.drain_s
+        want = forecast_replicas(cfg, demand)
         if want > raw:
-            raw, driver = want, "queue"
-    if inp.ttft_p95_s is not None and inp.ttft_p95_s > cfg.ttft_slo_s:
-        want = math.ceil(base * min(2.0, inp.ttft_p95_s / cfg.ttft_slo_s))
-        if want > raw:
-            raw, driver = want, "latency"
+            raw, driver = want, "queue" if queue_breach else "latency"
     if raw < cfg.min_replicas:
         raw, driver = cfg.min_replicas, "min"
     if raw > cfg.max_replicas:
@@ -93,9 +96,8 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
         held = max(r for _, r in recent)
         minutes = max(inp.now - state.changed_at, 0.0) / 60.0
         step = max(1, math.floor(floor * cfg.down_percent_per_minute / 100.0 * minutes))
-        window_full = (
-            any(t <= inp.now - cfg.down_window_s + 1e-9 for t, _ in state.recent) or not state.recent
-        )
+        # Lower only with a full window of evidence (a floor restored without history holds).
+        window_full = any(t <= inp.now - cfg.down_window_s + 1e-9 for t, _ in state.recent)
         if held < floor * (1.0 - cfg.down_tolerance) and window_full and minutes > 0:
             new_floor, changed = max(held, floor - step, cfg.min_replicas), inp.now
         else:

@@ -184,7 +184,17 @@ def initial_replicas(trace: Trace, config: FleetConfig) -> int:
 def simulate(
     trace: Trace, scaler: Scaler, config: FleetConfig, progress: Callable[[float], None] | None = None
 ) -> SimResult:
-    """Replay ``trace`` with ``scaler`` deciding the desired replicas every ``scaler.period_s``."""
+    """Replay ``trace`` with ``scaler`` deciding the desired replicas every ``scaler.period_s``.
+
+    A scaler with a precomputed ``plan`` array (one value per period; the oracle) takes the
+    vectorised :func:`simulate_plan` path, which gives the same result.
+    """
+    plan = getattr(scaler, "plan", None)
+    if isinstance(plan, np.ndarray):
+        result = simulate_plan(trace, scaler.name, plan, scaler.period_s, config)
+        if progress is not None:
+            progress(1.0)
+        return result
     cap = config.capacity
     n = trace.seconds + config.drain_s
     work = np.zeros(n)
@@ -255,23 +265,87 @@ def simulate(
             progress(k / n)
     if progress is not None:
         progress(1.0)
-    result = _outcomes(trace, config, work, np.asarray(backlog), np.asarray(ready_at, dtype=float))
-    ttft, latency, met = result
+    return _result(
+        trace, scaler.name, config, work, count, np.asarray(backlog), ready_at, starting_at, events
+    )
+
+
+def _result(
+    trace: Trace,
+    name: str,
+    config: FleetConfig,
+    work: np.ndarray,
+    count: np.ndarray,
+    backlog: np.ndarray,
+    ready: list[int] | np.ndarray,
+    starting: list[int] | np.ndarray,
+    events: list[tuple[int, int]],
+) -> SimResult:
+    ready_arr = np.asarray(ready, dtype=np.int32)
+    ttft, latency, met = _outcomes(trace, config, work, backlog, ready_arr.astype(float))
     return SimResult(
-        scaler=scaler.name,
+        scaler=name,
         ttft_s=ttft,
         latency_s=latency,
         weight=trace.group_weight,
         slo_met=met,
-        ready=np.asarray(ready_at, dtype=np.int32),
-        starting=np.asarray(starting_at, dtype=np.int32),
-        queue_requests=np.asarray(backlog) / mean_cost,
+        ready=ready_arr,
+        starting=np.asarray(starting, dtype=np.int32),
+        queue_requests=backlog / trace.mean_request_cost(config.capacity),
         count=count,
         events=events,
         slo_ttft_s=config.slo_ttft_s,
         warmup_s=config.startup_delay_s if config.warmup_s is None else config.warmup_s,
         _group_t=trace.group_t,
     )
+
+
+def simulate_plan(trace: Trace, name: str, plan: np.ndarray, period_s: int, config: FleetConfig) -> SimResult:
+    """Fast path for a scaler that ignores observations (the oracle): ``plan[b]`` replicas from
+    second ``b * period_s``. Same replica semantics as :func:`simulate`, Lindley vectorised as
+    ``backlog_k = S_k - min(0, min_{j<=k} S_j)`` with ``S`` the cumulative (work - capacity)."""
+    n = trace.seconds + config.drain_s
+    work = np.zeros(n)
+    work[: trace.seconds] = trace.work(config.capacity)
+    count = np.zeros(n)
+    count[: trace.seconds] = trace.count
+    ready_diff = np.zeros(n + config.startup_delay_s + 1, dtype=np.int64)
+    start_diff = np.zeros_like(ready_diff)
+    ready = desired = initial_replicas(trace, config)
+    starting: deque[int] = deque()
+    events: list[tuple[int, int]] = []
+    for b, k in enumerate(range(0, n, period_s)):
+        while starting and starting[0] < k:
+            starting.popleft()
+            ready += 1
+        new = int(plan[min(b, plan.size - 1)]) if b < plan.size else 1
+        if new == desired:
+            continue
+        events.append((k, new))
+        total = ready + len(starting)
+        if new > total:
+            r = k + config.startup_delay_s
+            starting.extend([r] * (new - total))
+            start_diff[k] += new - total
+            start_diff[r] -= new - total
+            ready_diff[r] += new - total
+        else:
+            drop = total - new
+            while drop and starting:
+                r = starting.pop()
+                start_diff[k] -= 1
+                start_diff[r] += 1
+                ready_diff[r] -= 1
+                drop -= 1
+            ready -= drop
+            ready_diff[k] -= drop
+        desired = new
+    initial = initial_replicas(trace, config)
+    ready_s = initial + np.cumsum(ready_diff)[:n]
+    starting_s = np.cumsum(start_diff)[:n]
+    cumulative = np.cumsum(work - ready_s)
+    backlog = cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0)
+    return _result(trace, name, config, work, count, backlog, ready_s, starting_s, events)
 
 
 def _prefill_p95(trace: Trace, cap: CapacityModel) -> float:

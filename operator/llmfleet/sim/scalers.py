@@ -60,7 +60,7 @@ class RateHistory:
     """
 
     step_s: int
-    peak_s: int = 5
+    peak_s: int = 60
     rates: list[float] = field(default_factory=list)
 
     def update(self, counts: np.ndarray) -> np.ndarray:
@@ -84,7 +84,7 @@ class PredictiveScaler(HPAScaler):
         horizon_s: float,
         interval_s: int = 60,
         step_s: int = 60,
-        peak_s: int = 5,
+        peak_s: int = 60,
         forecast_config: ForecastConfig | None = None,
         cache: dict[tuple[int, float], Forecast] | None = None,
     ) -> None:
@@ -125,6 +125,7 @@ class PredictiveScaler(HPAScaler):
                 forecast_upper_rps=fc.upper,
                 forecast_rps=fc.peak,
                 ready=obs.ready,
+                observed_rps=float(self.history.rates[-1]) if self.history.rates else obs.request_rate,
                 queue_per_replica=obs.queue_per_replica,
                 ttft_p95_s=obs.ttft_p95_s,
             )
@@ -158,14 +159,12 @@ class OracleScaler:
         block_max = padded.reshape(blocks, period_s).max(axis=1)
         ahead = math.ceil(config.startup_delay_s / period_s) + 2
         tail = np.concatenate([block_max, np.zeros(ahead)])
-        self.plan = np.lib.stride_tricks.sliding_window_view(tail, ahead + 1).max(axis=1)[:blocks]
-        self.minimum = 1
+        window_max = np.lib.stride_tricks.sliding_window_view(tail, ahead + 1).max(axis=1)[:blocks]
+        self.plan = np.maximum(window_max, 1.0)
 
     def decide(self, obs: Observation) -> int:
         block = obs.now // self.period_s
-        if block >= self.plan.size:
-            return self.minimum
-        return max(self.minimum, int(self.plan[block]))
+        return int(self.plan[block]) if block < self.plan.size else 1
 
 
 @dataclass(frozen=True)

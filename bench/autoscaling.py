@@ -1,0 +1,202 @@
+"""Autoscaling benchmark: cost-SLO frontiers of the HPA, the predictive scaler and the oracle.
+
+For every trace (ServeGen m-small and m-mid over 14 days, both Azure 2023 traces) and startup
+delay (300 s, 120 s) it sweeps
+
+* the HPA target: queue depth per pod (the HPA the operator renders) and, as the stronger
+  reactive baseline, in-flight requests per pod as a fraction of a replica's batch;
+* the predictive headroom (the floor under the rendered HPA, as shipped);
+* the oracle's utilisation and smoothing (the cheapest one reaching the goal is the bound);
+
+and reports the **gap closure** at the attainment goal (99% of requests within the TTFT SLO):
+``(GPU-h of the cheapest HPA reaching it - predictive's) / (that HPA's - oracle's)``, for the
+predictive scaler tuned per trace (its cheapest headroom reaching the goal) and at its
+default headroom. Writes ``bench/results/autoscaling.json`` and ``autoscaling.png``.
+
+    python bench/autoscaling.py                 # everything (~15 min on two cores)
+    python bench/autoscaling.py --quick         # 2 days of ServeGen, fewer points
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from llmfleet.scaling.forecast import Forecast
+from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
+from llmfleet.sim.scalers import OracleScaler, ScalerSettings, make_scaler
+from llmfleet.sim.simulate import ProgressBar
+from llmfleet.sim.traces import Trace, load_trace
+
+TRACES = {
+    "m-small": "servegen/language/m-small",
+    "m-mid": "servegen/language/m-mid",
+    "azure-code": "azure-llm-2023/AzureLLMInferenceTrace_code.csv",
+    "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
+}
+HPA_TARGETS = (0.5, 2.0, 8.0)
+INFLIGHT_TARGETS = (0.6, 0.7, 0.8, 0.9)
+HEADROOMS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+ORACLE_SMOOTHING = (1, 5, 15, 30)
+ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
+DEFAULT_HEADROOM = ScalerSettings().headroom
+
+
+def point(result: SimResult, setting: float) -> dict[str, float]:
+    return {
+        "setting": setting,
+        "attainment": round(result.slo_attainment, 5),
+        "gpu_hours": round(result.gpu_hours, 2),
+        "events": result.scaling_events,
+        "ttft_p95_s": round(result.ttft_quantile(0.95), 3),
+    }
+
+
+def cheapest(points: list[dict[str, Any]], goal: float) -> dict[str, Any] | None:
+    ok = [p for p in points if p["attainment"] >= goal]
+    return min(ok, key=lambda p: p["gpu_hours"]) if ok else None
+
+
+def closure(
+    hpa: dict[str, Any] | None, pred: dict[str, Any] | None, oracle: dict[str, Any] | None
+) -> float | None:
+    if hpa is None or pred is None or oracle is None or hpa["gpu_hours"] <= oracle["gpu_hours"]:
+        return None
+    return round((hpa["gpu_hours"] - pred["gpu_hours"]) / (hpa["gpu_hours"] - oracle["gpu_hours"]), 4)
+
+
+def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
+    config = FleetConfig(startup_delay_s=delay)
+    base = ScalerSettings()
+    cache: dict[tuple[int, float], Forecast] = {}
+    quiet = args.quiet
+
+    def run(kind: str, settings: ScalerSettings, label: str) -> SimResult:
+        scaler = make_scaler(kind, trace, config, settings, cache)
+        return simulate(trace, scaler, config, ProgressBar(f"{trace.name} {delay}s {label}", not quiet))
+
+    sweeps: dict[str, list[dict[str, Any]]] = {"hpa": [], "hpa-inflight": [], "predictive": [], "oracle": []}
+    for target in args.hpa_targets:
+        sweeps["hpa"].append(
+            point(run("hpa", replace(base, target_queue_depth=target), f"hpa q={target}"), target)
+        )
+    for frac in args.inflight_targets:
+        result = run("hpa-inflight", replace(base, inflight_target=frac), f"hpa-inflight {frac}")
+        sweeps["hpa-inflight"].append(point(result, frac))
+    for headroom in args.headrooms:
+        result = run("predictive", replace(base, headroom=headroom), f"predictive h={headroom}")
+        sweeps["predictive"].append(point(result, headroom))
+    for smooth in ORACLE_SMOOTHING:
+        for utilisation in ORACLE_UTILISATION:
+            oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=smooth)
+            entry = point(simulate(trace, oracle, config), utilisation)
+            entry["smooth_s"] = smooth
+            sweeps["oracle"].append(entry)
+    goal = args.goal
+    best = {name: cheapest(points, goal) for name, points in sweeps.items()}
+    default = next((p for p in sweeps["predictive"] if p["setting"] == DEFAULT_HEADROOM), None)
+    default_ok = default if default and default["attainment"] >= goal else None
+    summary = {
+        "oracle_gpu_hours": best["oracle"] and best["oracle"]["gpu_hours"],
+        "hpa_gpu_hours": best["hpa"] and best["hpa"]["gpu_hours"],
+        "hpa_inflight_gpu_hours": best["hpa-inflight"] and best["hpa-inflight"]["gpu_hours"],
+        "predictive_tuned": best["predictive"],
+        "predictive_default": default,
+        "gap_closure_tuned_vs_hpa": closure(best["hpa"], best["predictive"], best["oracle"]),
+        "gap_closure_default_vs_hpa": closure(best["hpa"], default_ok, best["oracle"]),
+        "gap_closure_tuned_vs_hpa_inflight": closure(
+            best["hpa-inflight"], best["predictive"], best["oracle"]
+        ),
+        "gap_closure_default_vs_hpa_inflight": closure(best["hpa-inflight"], default_ok, best["oracle"]),
+    }
+    return {"trace": trace.name, "startup_delay_s": delay, "sweeps": sweeps, "best": best, "summary": summary}
+
+
+def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({c["trace"] for c in cases})
+    delays = sorted({c["startup_delay_s"] for c in cases}, reverse=True)
+    fig, axes = plt.subplots(
+        len(delays), len(names), figsize=(4 * len(names), 3.4 * len(delays)), squeeze=False
+    )
+    styles = {"hpa": "s-", "hpa-inflight": "^-", "predictive": "o-", "oracle": "*"}
+    for case in cases:
+        ax = axes[delays.index(case["startup_delay_s"])][names.index(case["trace"])]
+        for name, points in case["sweeps"].items():
+            if name == "oracle":
+                points = [p for p in points if p is case["best"]["oracle"]] or points[:1]
+            xs = [p["gpu_hours"] for p in points]
+            ys = [100 * (1 - p["attainment"]) for p in points]
+            ax.plot(xs, ys, styles[name], label=name, ms=5 if name != "oracle" else 12)
+        ax.axhline(100 * (1 - goal), color="grey", lw=0.8, ls="--")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_title(f"{case['trace']} startup {case['startup_delay_s']} s", fontsize=9)
+        ax.set_xlabel("GPU-hours")
+        ax.set_ylabel("% requests over TTFT SLO")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces-dir", default=os.environ.get("LLMFLEET_TRACES", "../shared/traces"))
+    parser.add_argument("--trace", action="append", choices=list(TRACES), help="default: all")
+    parser.add_argument("--delays", type=int, nargs="+", default=[300, 120])
+    parser.add_argument("--goal", type=float, default=0.99)
+    parser.add_argument("--days", type=float, default=None, help="ServeGen days (default: all 14)")
+    parser.add_argument("--quick", action="store_true", help="2 ServeGen days, fewer sweep points")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, HEADROOMS
+    if args.quick:
+        args.days = args.days or 2.0
+        args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), (0.0, 0.2, 0.5)
+    os.makedirs(args.out, exist_ok=True)
+    started = time.monotonic()
+    cases = []
+    config = FleetConfig()
+    for name in args.trace or list(TRACES):
+        path = os.path.join(args.traces_dir, TRACES[name])
+        trace = replace(load_trace(path, config.capacity, days=args.days), name=name)
+        for delay in args.delays:
+            case = run_case(trace, delay, args)
+            cases.append(case)
+            s = case["summary"]
+            print(
+                f"{name:<11} {delay:>4}s oracle {s['oracle_gpu_hours']} hpa {s['hpa_gpu_hours']} "
+                f"hpa-inflight {s['hpa_inflight_gpu_hours']} predictive tuned {s['predictive_tuned']} "
+                f"closure tuned/default vs hpa-inflight {s['gap_closure_tuned_vs_hpa_inflight']}/"
+                f"{s['gap_closure_default_vs_hpa_inflight']} vs hpa {s['gap_closure_tuned_vs_hpa']}/"
+                f"{s['gap_closure_default_vs_hpa']}",
+                flush=True,
+            )
+    result = {
+        "goal": args.goal,
+        "days": args.days,
+        "default_headroom": DEFAULT_HEADROOM,
+        "runtime_s": round(time.monotonic() - started, 1),
+        "cases": cases,
+    }
+    with open(os.path.join(args.out, "autoscaling.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(cases, args.goal, os.path.join(args.out, "autoscaling.png"))
+    print(
+        f"wrote {args.out}/autoscaling.json and autoscaling.png in {result['runtime_s']} s", file=sys.stderr
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
