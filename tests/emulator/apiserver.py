@@ -73,7 +73,6 @@ class ApiServer(kmock.KubernetesEmulator):
     write_log: list[WriteRecord] = attrs.field(factory=list, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _faults_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
-    _stopping: asyncio.Event | None = attrs.field(default=None, init=False)
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -123,6 +122,11 @@ class ApiServer(kmock.KubernetesEmulator):
             and (changed is None or r.changed == changed)
         )
 
+    @property
+    def requests(self) -> list[rendering.Request]:
+        """Every request served so far, in order (KMock's request log: ``.method``, ``.url``, ``.params``, ``.data``)."""
+        return list(self._requests)
+
     def reset_counters(self) -> None:
         self.write_log.clear()
 
@@ -136,20 +140,33 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __aenter__(self) -> ApiServer:
         self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         await super().__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+        self.close_watches()
+        await super().__aexit__(*exc)
+
+    def close_watches(self) -> None:
+        """End every open watch stream, as a real API server does now and then; clients must resume."""
+        if self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._close_watches()
+        else:
+            self._loop.call_soon_threadsafe(self._close_watches)
+
+    def _close_watches(self) -> None:
         for watcher in list(self.store.watchers):
             watcher.queue.put_nowait(None)
-        await super().__aexit__(*exc)
 
     def _schedule_gc(self) -> None:
         if self._loop is not None:
-            self._loop.call_soon(collect_garbage, self.store)
+            self._loop.call_soon_threadsafe(collect_garbage, self.store)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # KMock's request parser fails on "/api/v1/namespaces" (namespaces as a collection); parse defensively.

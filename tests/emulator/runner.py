@@ -61,6 +61,7 @@ class EmulatorThread:
             self.url = f"http://{server.host}:{server.port}"
             self._ready.set()
             await self._stop.wait()
+            apiserver.close_watches()  # before the HTTP server waits for its open requests
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         config = {

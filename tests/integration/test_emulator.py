@@ -456,6 +456,17 @@ def test_e2e_guard_refuses_a_non_kind_context(tmp_path: Path, monkeypatch: pytes
     assert check_e2e_context(path) == "prod"
 
 
+def resumed_watches(apiserver: ApiServer) -> list[Any]:
+    """Watch requests on LLMServices that continue from a known resourceVersion."""
+    return [
+        r
+        for r in apiserver.requests
+        if r.url.path.endswith(f"/{PLURAL}")
+        and r.params.get("watch") == "true"
+        and r.params.get("resourceVersion")
+    ]
+
+
 def test_kopf_operator_end_to_end(apiserver: ApiServer, kube: Kube) -> None:
     registry = SmartOperatorRegistry()
     settings = kopf.OperatorSettings()
@@ -482,8 +493,15 @@ def test_kopf_operator_end_to_end(apiserver: ApiServer, kube: Kube) -> None:
         assert seen["status"]["model"] == "hf://org/model"
         assert "llmfleet.io/finalizer" in seen["metadata"]["finalizers"]
         assert seen["metadata"]["generation"] == 1  # kopf's annotations and finalizers are metadata
+        watches_before = len(resumed_watches(apiserver))
+        apiserver.close_watches()  # kopf must resume its watch from the last resourceVersion
+        kube.create(llmservice("chat-2"))
+        kube.wait_for(API, "LLMService", "chat-2", lambda o: o.get("status", {}).get("phase") == "Seen")
+        assert len(resumed_watches(apiserver)) > watches_before
+        kube.delete(API, "LLMService", "chat-2")
         kube.delete(API, "LLMService", "chat")
         kube.wait_gone(API, "LLMService", "chat")
+        kube.wait_gone(API, "LLMService", "chat-2")
     assert runner.exit_code == 0 and runner.exception is None
     assert released.is_set()
     events = kube.list("v1", "Event", field_selector="involvedObject.name=chat")
