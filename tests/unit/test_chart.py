@@ -931,3 +931,38 @@ def test_dockerfile_runs_as_the_user_the_pods_expect(helm: str) -> None:
     assert "ARG TORCH_VERSION=2.13.0" in dockerfile
     dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert dockerignore[dockerignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
+
+
+@pytest.mark.parametrize("value_set", ["default", "namespaced"])
+def test_notes_tell_how_to_apply_a_sample_and_list_llms(value_set: str, tmp_path: Path) -> None:
+    """NOTES.txt as `helm install` prints it: Helm 4's client-side dry run needs no cluster
+    (Helm 3's still contacts one, and `helm template` never renders NOTES.txt)."""
+    helm = _helm_path(4)
+    result = subprocess.run(
+        [
+            helm,
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "--values",
+            "/dev/stdin",
+        ],
+        input=json.dumps(VALUE_SETS[value_set]),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("\nNOTES:\n", 1)[1]
+    assert "kubectl apply -f manifests/samples/llamacpp-cpu.yaml" in notes
+    assert "kubectl get llms" in notes
+    assert f"rollout status deployment/{RELEASE}" in notes
+    if value_set == "namespaced":
+        assert "It serves LLMServices in: team-a, team-b." in notes
+        assert 'The sample is in namespace "default"' in notes
+    else:
+        assert "It serves LLMServices in every namespace." in notes
