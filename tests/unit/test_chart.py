@@ -184,7 +184,7 @@ def _helm_path(major: int) -> str:
     try:
         path: str = generate_install.helm_binary(major)
     except SystemExit as exc:
-        pytest.fail(f"{exc} -- the chart tests need Helm {major}; run hack/get-helm.sh")
+        pytest.fail(f"chart tests: {exc}")
     version = subprocess.run([path, "version", "--template", "{{.Version}}"], capture_output=True, text=True)
     if version.returncode != 0 or not version.stdout.startswith(f"v{major}."):
         pytest.fail(
