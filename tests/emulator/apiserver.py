@@ -76,9 +76,8 @@ class ApiServer(kmock.KubernetesEmulator):
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        kmock.KubernetesScaffold.__attrs_post_init__(
-            self
-        )  # discovery + 404 fallbacks, not KMock's naive CRUD
+        # Discovery and 404 fallbacks from the scaffold; not KubernetesEmulator's naive CRUD fallbacks.
+        kmock.KubernetesScaffold.__attrs_post_init__(self)
         self.store = Store(self.registry)
         self.store.on_deleted = self._schedule_gc
         self.fallback[self._is_resource_request] << self._serve_resource
