@@ -240,6 +240,8 @@ def _apply(store: Store, call: Call) -> Outcome:
 
 
 def _delete_options(call: Call) -> Obj:
+    if call.body is not None and not isinstance(call.body, dict):
+        _require_dict(call.body)  # a real server cannot decode DeleteOptions from anything else: 400
     options = copy.deepcopy(call.body) if isinstance(call.body, dict) else {}
     for key in ("propagationPolicy", "gracePeriodSeconds", "orphanDependents"):
         if key in call.params:
