@@ -14,6 +14,7 @@ validate against the openAPIV3Schema of the CRD the chart ships for them.
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import importlib.util
 import json
@@ -226,7 +227,8 @@ def _render_cached(helm: str, value_set: str) -> tuple[dict[str, Any], ...]:
 
 
 def render(helm: str, value_set: str) -> list[dict[str, Any]]:
-    return list(_render_cached(helm, value_set))
+    """The rendered objects; a copy, so a test may change them without touching the cache."""
+    return copy.deepcopy(list(_render_cached(helm, value_set)))
 
 
 def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
