@@ -24,7 +24,7 @@ from tests.integration.gateway_helpers import (
     redis_server,
     sse_events,
 )
-from tests.support.process import http_ok
+from tests.support.process import http_ok, wait_until
 from tests.support.simserver import SimServer, sim_server
 
 pytestmark = pytest.mark.realservers
@@ -238,3 +238,30 @@ async def test_redis_password_comes_from_the_environment(tmp_path: Path, sim: Si
             # a rejected password is a Redis failure like any other: served, uncached
             assert [r.status_code for r in responses] == [200, 200]
             assert [r.headers["X-LLMFleet-Cache"] for r in responses] == ["miss", "miss"]
+
+
+@pytest.mark.parametrize("temperature", [0, 0.7], ids=["cacheable", "pass-through"])
+async def test_streams_are_not_buffered(tmp_path: Path, servers: Any, temperature: float) -> None:
+    """The upstream stalls after two tokens for an hour: the first events must arrive anyway."""
+    redis = servers[0]
+    with (
+        sim_server(tmp_path, id="stalling", stall_after_tokens=2, stall_seconds=3600) as stalling,
+        gateway(tmp_path, stalling.url, redis.url) as gw,
+    ):
+        body = chat("buffering: stream me", max_tokens=10, stream=True, temperature=temperature)
+        timeout = httpx.Timeout(30, read=20)  # guard only: an unbuffered stream answers at once
+        async with (
+            httpx.AsyncClient(timeout=timeout) as client,
+            client.stream("POST", f"{gw.url}/v1/chat/completions", json=body) as stream,
+        ):
+            received = b""
+            async for chunk in stream.aiter_raw():
+                received += chunk
+                if received.count(b'"content"') >= 3:  # role event + two tokens, then the stall
+                    break
+        assert received.startswith(b"data: ")
+        assert b"[DONE]" not in received
+        if temperature:  # a pass-through follows its client: hanging up stops the upstream request
+            wait_until(
+                lambda: stalling.metric("vllm:num_requests_running") == 0, 10, what="upstream released"
+            )

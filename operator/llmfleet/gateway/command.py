@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _flag(parser, "--upstream-connect-timeout-seconds", float, 5.0, "connect timeout to the upstream")
     _flag(parser, "--upstream-read-timeout-seconds", float, 600.0, "read timeout between upstream bytes")
+    _flag(
+        parser,
+        "--shutdown-timeout-seconds",
+        float,
+        25.0,
+        "on SIGTERM, how long in-flight requests may finish (keep below the pod's grace period)",
+    )
     _flag(parser, "--log-level", str, "INFO", "DEBUG, INFO, WARNING or ERROR")
 
 
@@ -128,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         breaker_reset_seconds=args.breaker_reset_seconds,
         upstream_connect_timeout_seconds=args.upstream_connect_timeout_seconds,
         upstream_read_timeout_seconds=args.upstream_read_timeout_seconds,
+        shutdown_timeout_seconds=args.shutdown_timeout_seconds,
     )
 
 

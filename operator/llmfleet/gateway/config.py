@@ -27,3 +27,4 @@ class GatewayConfig:
     breaker_reset_seconds: float = 5.0
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 600.0
+    shutdown_timeout_seconds: float = 25.0

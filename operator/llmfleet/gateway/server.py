@@ -74,7 +74,11 @@ async def running_gateway(
     metrics = GatewayMetrics()
     gateway = Gateway(config, metrics)
     admin = web.AppRunner(admin_app(gateway), access_log=None, handle_signals=False)
-    proxy = web.AppRunner(gateway.proxy_app(), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
+    # request of a pass-through (the engine stops generating) and leaves a coalesced call.
+    proxy = web.AppRunner(
+        gateway.proxy_app(), access_log=None, handle_signals=False, handler_cancellation=True
+    )
     await admin.setup()
     try:
         await web.TCPSite(admin, config.host, config.metrics_port).start()
@@ -83,7 +87,10 @@ async def running_gateway(
             gateway.embedder = await asyncio.to_thread(factory, config, metrics)
         await gateway.start()
         await proxy.setup()
-        await web.TCPSite(proxy, config.host, config.port, backlog=1024).start()
+        site = web.TCPSite(
+            proxy, config.host, config.port, backlog=1024, shutdown_timeout=config.shutdown_timeout_seconds
+        )
+        await site.start()
         gateway.ready = True
         log.info(
             "gateway ready on %s:%d -> %s (metrics on :%d)",
