@@ -1,0 +1,212 @@
+"""What the predictive scaler reads from Prometheus, per engine, returned as plain dataclasses.
+
+Each engine names its metrics differently and some export less than others, so the PromQL
+lives in one table (:data:`ENGINES`) and a signal an engine cannot provide is ``None`` with the
+reason in ``unavailable``; the policy then runs on what is left (no forecast without a request
+rate: the live path holds its floor and says why).
+
+==========  ====================================  ==================================  =====================================
+engine      request rate (req/s)                  queue depth (waiting requests)      TTFT p95
+==========  ====================================  ==================================  =====================================
+vllm        ``vllm:request_success_total``        ``vllm:num_requests_waiting``       ``vllm:time_to_first_token_seconds``
+tgi         ``tgi_request_success``               ``tgi_queue_size``                  queue time p95 only (no TTFT histogram)
+sglang      ``sglang:e2e_request_latency_seconds``  ``sglang:num_queue_reqs``           ``sglang:time_to_first_token_seconds``
+llamacpp    unavailable (tokens only)             ``llamacpp:requests_deferred``      unavailable
+ollama      unavailable (no /metrics)             unavailable                         unavailable
+==========  ====================================  ==================================  =====================================
+
+Rates are ``rate(...[1m])`` of completion counters (in steady state, arrivals). Everything
+here blocks on HTTP (prometheus-api-client uses requests): call it from a thread
+(``asyncio.to_thread`` or a sync kopf handler), never from ``async def`` directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_POINTS = 10000  # Prometheus refuses range queries of more than 11,000 points per series
+
+
+@dataclass(frozen=True)
+class EngineQueries:
+    """PromQL with ``{sel}`` standing for the pod label selector (``job="x",namespace="y"``)."""
+
+    request_rate: str | None
+    queue_depth: str | None
+    running: str | None
+    ttft_p95: str | None
+    unavailable: tuple[str, ...] = ()
+
+
+ENGINES: dict[str, EngineQueries] = {
+    "vllm": EngineQueries(
+        request_rate="sum(rate(vllm:request_success_total{{{sel}}}[1m]))",
+        queue_depth="sum(vllm:num_requests_waiting{{{sel}}})",
+        running="sum(vllm:num_requests_running{{{sel}}})",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[2m])))",
+    ),
+    "tgi": EngineQueries(
+        request_rate="sum(rate(tgi_request_success{{{sel}}}[1m]))",
+        queue_depth="sum(tgi_queue_size{{{sel}}})",
+        running="sum(tgi_batch_current_size{{{sel}}})",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(tgi_request_queue_duration_bucket{{{sel}}}[2m])))",
+        unavailable=("ttft_p95: TGI has no TTFT histogram; queue-time p95 is used (a lower bound)",),
+    ),
+    "sglang": EngineQueries(
+        request_rate="sum(rate(sglang:e2e_request_latency_seconds_count{{{sel}}}[1m]))",
+        queue_depth="sum(sglang:num_queue_reqs{{{sel}}})",
+        running="sum(sglang:num_running_reqs{{{sel}}})",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(sglang:time_to_first_token_seconds_bucket{{{sel}}}[2m])))",
+    ),
+    "llamacpp": EngineQueries(
+        request_rate=None,
+        queue_depth="sum(llamacpp:requests_deferred{{{sel}}})",
+        running="sum(llamacpp:requests_processing{{{sel}}})",
+        ttft_p95=None,
+        unavailable=(
+            "request_rate: llama.cpp exports token counters but no request counter",
+            "ttft_p95: llama.cpp exports no latency histogram",
+        ),
+    ),
+    "ollama": EngineQueries(
+        request_rate=None,
+        queue_depth=None,
+        running=None,
+        ttft_p95=None,
+        unavailable=("all: ollama has no Prometheus /metrics endpoint",),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FleetMetrics:
+    """One read of the fleet's signals at ``at`` (unix seconds); ``None`` = not available."""
+
+    at: float
+    step_s: float
+    rate_history: tuple[float, ...]  # mean req/s per step, oldest first, ending at ``at``
+    request_rate: float | None
+    queue_depth: float | None  # waiting requests, all replicas
+    running: float | None
+    ttft_p95_s: float | None
+    unavailable: tuple[str, ...] = field(default=())
+
+
+class MetricsUnavailable(Exception):
+    """Prometheus could not be queried (unreachable, error status, bad answer)."""
+
+
+def selector(namespace: str, service: str) -> str:
+    """Label selector of one LLMService's model pods as the Service scrape labels them."""
+    return f'namespace="{namespace}",service="{service}"'
+
+
+def queries_for(engine: str, sel: str) -> EngineQueries:
+    base = ENGINES.get(engine)
+    if base is None:
+        raise ValueError(f"unknown engine {engine!r}")
+
+    def fill(q: str | None) -> str | None:
+        return q.format(sel=sel) if q is not None else None
+
+    return EngineQueries(
+        fill(base.request_rate),
+        fill(base.queue_depth),
+        fill(base.running),
+        fill(base.ttft_p95),
+        base.unavailable,
+    )
+
+
+def _scalar(result: list[dict[str, Any]]) -> float | None:
+    """The value of an instant query, None when empty or NaN (e.g. a quantile of no data)."""
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return value if math.isfinite(value) else None
+
+
+def _series(
+    results: list[list[dict[str, Any]]], start: float, step_s: float, points: int
+) -> tuple[float, ...]:
+    """Range-query chunks -> a dense series on the step grid; gaps (no sample) become 0."""
+    out = [0.0] * points
+    for result in results:
+        for sample_ts, sample_value in result[0]["values"] if result else []:
+            i = round((float(sample_ts) - start) / step_s)
+            value = float(sample_value)
+            if 0 <= i < points and math.isfinite(value):
+                out[i] = value
+    return tuple(out)
+
+
+def fetch(
+    client: Any,
+    engine: str,
+    sel: str,
+    *,
+    now: float,
+    lookback_s: float = 7.5 * 86400,
+    step_s: float = 60.0,
+    timeout_s: int = 10,
+) -> FleetMetrics:
+    """Query the signals of one fleet. ``client`` is a ``prometheus_api_client.PrometheusConnect``.
+
+    Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
+    Blocking: run it in a thread.
+    """
+    queries = queries_for(engine, sel)
+    end = math.floor(now / step_s) * step_s
+    points = max(1, int(lookback_s // step_s))
+    start = end - (points - 1) * step_s
+    try:
+        chunks = []
+        if queries.request_rate is not None:
+            chunk_start = start
+            while chunk_start <= end:
+                chunk_end = min(end, chunk_start + (MAX_POINTS - 1) * step_s)
+                chunks.append(
+                    client.custom_query_range(
+                        queries.request_rate,
+                        start_time=datetime.fromtimestamp(chunk_start, UTC),
+                        end_time=datetime.fromtimestamp(chunk_end, UTC),
+                        step=f"{int(step_s)}s",
+                        timeout=timeout_s,
+                    )
+                )
+                chunk_start = chunk_end + step_s
+        instant = {
+            name: _scalar(client.custom_query(query, params={"time": end}, timeout=timeout_s))
+            if query is not None
+            else None
+            for name, query in (
+                ("request_rate", queries.request_rate),
+                ("queue_depth", queries.queue_depth),
+                ("running", queries.running),
+                ("ttft_p95", queries.ttft_p95),
+            )
+        }
+    except Exception as error:  # requests' ConnectionError, the client's exceptions, bad JSON
+        raise MetricsUnavailable(f"{type(error).__name__}: {error}") from error
+    history = _series(chunks, start, step_s, points) if chunks else ()
+    first = next((i for i, v in enumerate(history) if v > 0), len(history))
+    return FleetMetrics(
+        at=end,
+        step_s=step_s,
+        rate_history=history[first:],  # drop the leading emptiness before the fleet existed
+        request_rate=instant["request_rate"],
+        queue_depth=instant["queue_depth"],
+        running=instant["running"],
+        ttft_p95_s=instant["ttft_p95"],
+        unavailable=queries.unavailable,
+    )
+
+
+def connect(url: str, timeout_s: int = 10) -> Any:
+    """A prometheus-api-client connection (imported here: the CLI stays light)."""
+    from prometheus_api_client import PrometheusConnect
+
+    return PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s)

@@ -1,0 +1,159 @@
+"""Live path: PromQL per engine, metrics parsing with a fake client, recommend()'s safety rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from llmfleet.scaling import live
+from llmfleet.scaling.live import LiveConfig, LiveState, recommend
+from llmfleet.scaling.metrics import ENGINES, FleetMetrics, MetricsUnavailable, fetch, queries_for, selector
+
+CFG = LiveConfig(
+    min_replicas=2, max_replicas=30, capacity_rps=5.0, headroom=0.2, horizon_s=600, ttft_slo_s=1.0
+)
+NOW = 1_700_000_000.0
+
+
+def metrics(history: list[float] | np.ndarray, queue: float = 0.0, ttft: float = 0.2) -> FleetMetrics:
+    history = tuple(float(x) for x in history)
+    return FleetMetrics(
+        at=NOW,
+        step_s=60.0,
+        rate_history=history,
+        request_rate=history[-1] if history else None,
+        queue_depth=queue,
+        running=10.0,
+        ttft_p95_s=ttft,
+    )
+
+
+def test_every_engine_has_queries_or_says_what_is_missing() -> None:
+    for name, q in ENGINES.items():
+        for signal in ("request_rate", "queue_depth", "ttft_p95"):
+            if getattr(q, signal) is None:
+                assert any(u.startswith((signal, "all")) for u in q.unavailable), (name, signal)
+    vllm = queries_for("vllm", selector("ml", "chat-model"))
+    assert vllm.queue_depth == 'sum(vllm:num_requests_waiting{namespace="ml",service="chat-model"})'
+    assert vllm.ttft_p95 is not None and "vllm:time_to_first_token_seconds_bucket" in vllm.ttft_p95
+    assert queries_for("tgi", "x").queue_depth == "sum(tgi_queue_size{x})"
+    assert queries_for("llamacpp", "x").queue_depth == "sum(llamacpp:requests_deferred{x})"
+    with pytest.raises(ValueError):
+        queries_for("triton", "x")
+
+
+class FakePrometheus:
+    def __init__(self, rate: float = 12.0, fail: bool = False) -> None:
+        self.rate, self.fail = rate, fail
+        self.range_calls: list[tuple[str, datetime, datetime, str]] = []
+
+    def custom_query_range(
+        self, query: str, start_time: datetime, end_time: datetime, step: str, timeout: int
+    ) -> list[dict[str, Any]]:
+        if self.fail:
+            raise ConnectionError("connection refused")
+        self.range_calls.append((query, start_time, end_time, step))
+        t0, t1 = start_time.timestamp(), end_time.timestamp()
+        return [{"metric": {}, "values": [[t, str(self.rate)] for t in np.arange(t0, t1 + 1, 60.0)]}]
+
+    def custom_query(self, query: str, params: dict[str, Any], timeout: int) -> list[dict[str, Any]]:
+        if "waiting" in query:
+            return [{"metric": {}, "value": [params["time"], "7"]}]
+        if "histogram_quantile" in query:
+            return [{"metric": {}, "value": [params["time"], "NaN"]}]  # no traffic in the window
+        return [{"metric": {}, "value": [params["time"], str(self.rate)]}]
+
+
+def test_fetch_chunks_long_ranges_and_parses_values() -> None:
+    client = FakePrometheus()
+    result = fetch(client, "vllm", 'job="x"', now=NOW, lookback_s=8 * 86400)
+    assert len(client.range_calls) == 2  # 11,520 points > 10,000 per query
+    assert len(result.rate_history) == 8 * 1440
+    assert result.rate_history[-1] == 12.0 and result.request_rate == 12.0
+    assert result.queue_depth == 7.0
+    assert result.ttft_p95_s is None  # NaN quantile -> unknown, not a breach
+    assert result.at % 60 == 0
+
+
+def test_fetch_raises_metrics_unavailable_when_prometheus_is_down() -> None:
+    with pytest.raises(MetricsUnavailable, match="connection refused"):
+        fetch(FakePrometheus(fail=True), "vllm", "x", now=NOW)
+
+
+def test_fetch_for_an_engine_without_metrics_does_not_query() -> None:
+    result = fetch(FakePrometheus(fail=True), "ollama", "x", now=NOW)
+    assert result.rate_history == () and result.request_rate is None
+
+
+def test_recommend_forecasts_and_converts_to_replicas() -> None:
+    rec = recommend(CFG, metrics(np.full(120, 20.0)), None, NOW, ready_replicas=5)
+    assert rec.healthy and rec.condition_reason == live.FORECAST_APPLIED
+    assert rec.replicas == 5  # 20 req/s, flat history (band 1.0): 20 * 1.2 / 5 = 4.8 -> 5
+    assert rec.forecast_rps == pytest.approx(20.0, rel=0.05)
+    assert rec.reason.startswith("floor 5: forecast 20 req/s")
+
+
+def test_recommend_clamps_to_min_and_max() -> None:
+    assert recommend(CFG, metrics(np.full(120, 0.5)), None, NOW, 2).replicas == 2
+    assert recommend(CFG, metrics(np.full(120, 900.0)), None, NOW, 2).replicas == 30
+
+
+@pytest.mark.parametrize(
+    ("observed", "reason"),
+    [
+        (MetricsUnavailable("ConnectionError: refused"), live.PROMETHEUS_UNAVAILABLE),
+        (None, live.PROMETHEUS_UNAVAILABLE),
+        (FleetMetrics(NOW, 60.0, (), None, None, None, None), live.NO_METRICS),
+        (
+            FleetMetrics(NOW, 60.0, (), None, 3.0, 1.0, None, ("request_rate: none",)),
+            live.METRICS_UNSUPPORTED,
+        ),
+        (metrics([5.0, 5.0]), live.NO_METRICS),  # too little history
+    ],
+)
+def test_without_usable_metrics_the_last_floor_is_held(observed: Any, reason: str) -> None:
+    previous = LiveState(floor=9)
+    rec = recommend(CFG, observed, previous, NOW, ready_replicas=9)
+    assert (rec.replicas, rec.healthy, rec.condition_reason) == (9, False, reason)
+    assert rec.reason.startswith("holding floor 9")
+    first = recommend(CFG, observed, None, NOW, ready_replicas=0)
+    assert first.replicas == CFG.min_replicas  # never below replicas.min, even with nothing known
+
+
+def test_held_floor_is_clamped_to_a_changed_spec() -> None:
+    rec = recommend(CFG, MetricsUnavailable("down"), LiveState(floor=50), NOW, 9)
+    assert rec.replicas == 30
+    rec = recommend(LiveConfig(min_replicas=12, capacity_rps=5.0), None, LiveState(floor=3), NOW, 3)
+    assert rec.replicas == 12
+
+
+def test_capacity_is_learned_from_a_saturated_fleet() -> None:
+    config = LiveConfig(min_replicas=1, max_replicas=100, headroom=0.0, ttft_slo_s=1.0)
+    assert (
+        recommend(config, metrics(np.full(60, 0.0)), None, NOW, 4).condition_reason == live.CAPACITY_UNKNOWN
+    )
+    # 40 req/s on 4 replicas with a deep queue: one replica serves ~10 req/s
+    saturated = recommend(config, metrics(np.full(60, 40.0), queue=200.0), None, NOW, 4)
+    assert saturated.state.learned_capacity_rps == pytest.approx(10.0)
+    assert saturated.replicas >= 5  # 40 req/s + draining 200 waiting needs more than 4
+    # an unsaturated fleet only raises the lower bound
+    calm = recommend(config, metrics(np.full(60, 12.0)), saturated.state, NOW + 60, 4)
+    assert calm.state.learned_capacity_rps == pytest.approx(10.0)
+    assert calm.state.capacity_lower_bound_rps == pytest.approx(3.0)
+
+
+def test_state_round_trip_lowers_the_floor_only_after_sustained_slack() -> None:
+    rec = recommend(CFG, metrics(np.full(120, 100.0)), None, NOW, 24)
+    high = rec.replicas
+    floors = []
+    state = rec.state
+    for i in range(1, 15):
+        rec = recommend(CFG, metrics(np.full(120, 20.0)), state, NOW + 60 * i, high)
+        state = rec.state
+        floors.append(rec.replicas)
+    assert floors[0] == high  # not at once
+    assert floors[-1] < high  # but eventually
+    assert floors == sorted(floors, reverse=True)
