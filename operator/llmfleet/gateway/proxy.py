@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import httpx
 from aiohttp import web
@@ -21,6 +21,7 @@ from aiohttp import web
 from llmfleet.gateway.cache import CachedResponse, CircuitBreaker, ResilientRedis, ResponseCache
 from llmfleet.gateway.coalesce import Coalescer, Flight, FlightAborted, Head, Subscription
 from llmfleet.gateway.config import GatewayConfig
+from llmfleet.gateway.headers import response_headers, upstream_request_headers
 from llmfleet.gateway.keys import CACHE_HEADER, CACHEABLE_PATHS, CacheableRequest, classify
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.semantic import Embedder, SemanticCache, SemanticIndex, Vector
@@ -29,21 +30,6 @@ log = logging.getLogger(__name__)
 
 COALESCED_HEADER = "X-LLMFleet-Coalesced"
 CACHE_TYPE_HEADER = "X-LLMFleet-Cache-Type"
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "expect",
-    }
-)
 
 
 def _error_body(status: int, message: str) -> bytes:
@@ -153,20 +139,6 @@ class Gateway:
     def _url(self, request: web.Request) -> str:
         return self.upstream + str(request.rel_url)
 
-    def _request_headers(self, request: web.Request, keep_length: bool) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        if not keep_length:
-            headers.pop("Content-Length", None)
-        if request.remote:
-            previous = request.headers.get("X-Forwarded-For")
-            headers["X-Forwarded-For"] = f"{previous}, {request.remote}" if previous else request.remote
-        return headers
-
-    @staticmethod
-    def _response_headers(headers: Mapping[str, str], decoded: bool) -> list[tuple[str, str]]:
-        dropped = _HOP_BY_HOP | ({"content-length", "content-encoding"} if decoded else set())
-        return [(k, v) for k, v in headers.items() if k.lower() not in dropped]
-
     async def _pass_through(
         self,
         request: web.Request,
@@ -176,7 +148,9 @@ class Gateway:
     ) -> web.StreamResponse:
         """Stream the request to the upstream and its response back, untouched and unbuffered."""
         m = self.metrics
-        headers = self._request_headers(request, keep_length=not isinstance(content, bytes))
+        headers = upstream_request_headers(
+            request.headers.items(), request.remote, keep_length=not isinstance(content, bytes)
+        )
         sent = time.perf_counter()
         m.queued.inc()
         queued = True
@@ -196,7 +170,7 @@ class Gateway:
             )
         m.upstream_requests.labels(status=str(upstream.status_code)).inc()
         response = web.StreamResponse(status=upstream.status_code)
-        for key, value in self._response_headers(upstream.headers, decoded=False):
+        for key, value in response_headers(upstream.headers.multi_items(), decoded=False):
             response.headers.add(key, value)
         if cache_label is not None:
             response.headers[CACHE_HEADER] = cache_label
@@ -259,8 +233,9 @@ class Gateway:
         subscription = self.coalescer.join(decision.exact_key) if decision.read else None
         coalesced = subscription is not None
         if subscription is None:
-            headers = self._request_headers(request, keep_length=False)
-            headers["Accept-Encoding"] = "identity"
+            headers = upstream_request_headers(
+                request.headers.items(), request.remote, keep_length=False, identity=True
+            )
             method, url = request.method, self._url(request)
 
             async def fetch(flight: Flight) -> None:
@@ -337,7 +312,7 @@ class Gateway:
         flight: Flight,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: list[tuple[str, str]],
         body: bytes,
         decision: CacheableRequest,
         vector: Vector | None,
@@ -349,7 +324,10 @@ class Gateway:
             async with self.client.stream(method, url, headers=headers, content=body) as upstream:
                 m.upstream_requests.labels(status=str(upstream.status_code)).inc()
                 flight.start(
-                    Head(upstream.status_code, tuple(self._response_headers(upstream.headers, decoded=True)))
+                    Head(
+                        upstream.status_code,
+                        tuple(response_headers(upstream.headers.multi_items(), decoded=True)),
+                    )
                 )
                 first = True
                 async for chunk in upstream.aiter_bytes():
