@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -67,6 +68,7 @@ class WriteRecord:
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     registry: ResourceRegistry = attrs.field(factory=ResourceRegistry)
+    crd_files: tuple[Path, ...] = ()  # CRDs installed at start (their schemas prune/default/validate)
     bookmark_interval: float = 5.0
     default_watch_timeout: float = 1800.0
     store: Store = attrs.field(init=False)
@@ -80,6 +82,11 @@ class ApiServer(kmock.KubernetesEmulator):
         kmock.KubernetesScaffold.__attrs_post_init__(self)
         self.store = Store(self.registry)
         self.store.on_deleted = self._schedule_gc
+        crd_type = self.registry.by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        for path in self.crd_files:
+            for doc in yaml.safe_load_all(Path(path).read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    self.store.create(crd_type, None, doc, manager="kubectl")
         self.fallback[self._is_resource_request] << self._serve_resource
 
     # --- test-facing API -----------------------------------------------------------------

@@ -67,7 +67,31 @@ class Kube:
         return json.loads(data) if data else None
 
     def resource(self, api_version: str, kind: str) -> ResourceType:
-        return self.registry.by_kind(api_version, kind)
+        """The URL data of a kind: from the static table, else from discovery (e.g. a CRD made in a test)."""
+        try:
+            return self.registry.by_kind(api_version, kind)
+        except LookupError:
+            group, _, version = api_version.rpartition("/")
+            path = f"/apis/{api_version}" if group else f"/api/{version}"
+            docs = self.request("GET", path)["resources"]
+            for doc in docs:
+                if doc["kind"] == kind and "/" not in doc["name"]:
+                    prefix = doc["name"] + "/"
+                    subresources = frozenset(
+                        d["name"][len(prefix) :] for d in docs if d["name"].startswith(prefix)
+                    )
+                    found = ResourceType(
+                        group,
+                        version,
+                        doc["name"],
+                        kind,
+                        namespaced=doc["namespaced"],
+                        subresources=subresources,
+                        builtin=False,
+                    )
+                    self.registry.add(found)
+                    return found
+            raise
 
     def _url(
         self, rt: ResourceType, namespace: str | None, name: str | None = None, subresource: str | None = None

@@ -27,6 +27,9 @@ from tests.emulator.client import Kube
 from tests.emulator.e2e import TEST_NAMESPACE_LABEL, check_e2e_context, e2e_enabled
 from tests.emulator.runner import EmulatorThread
 
+# The repository's CRDs, installed in every emulator as `kubectl apply -f crds/` would on a cluster.
+CRD_FILES = tuple(sorted((Path(__file__).resolve().parents[2] / "crds").glob("*.yaml")))
+
 
 @pytest.fixture()
 def _emulator(
@@ -34,7 +37,7 @@ def _emulator(
 ) -> Iterator[tuple[ApiServer, Path]]:
     if e2e_enabled(request.config):
         pytest.skip("uses the API emulator; not available with --e2e")
-    thread = EmulatorThread()
+    thread = EmulatorThread(crd_files=CRD_FILES)
     server = thread.start()
     path = thread.write_kubeconfig(tmp_path / "kubeconfig")
     # kubernetes.config caches $KUBECONFIG at import time: patch the cached defaults too.

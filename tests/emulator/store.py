@@ -23,6 +23,7 @@ from tests.emulator.defaults import apply_defaults
 from tests.emulator.errors import ApiError, conflict, not_found
 from tests.emulator.fields import track_update
 from tests.emulator.resources import ResourceRegistry, ResourceType
+from tests.emulator.schema import process, resources_from_crd, schema_for
 from tests.emulator.selectors import Predicate
 
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -242,6 +243,8 @@ class Store:
                 obj.pop("status", None)
             if rt.builtin:
                 apply_defaults(obj)
+            obj = self._structural(rt, obj)
+            meta = obj["metadata"]
             if rt.kind == "Namespace":
                 obj["spec"] = {"finalizers": ["kubernetes"]}
                 obj["status"] = {"phase": "Active"}
@@ -253,6 +256,9 @@ class Store:
             meta["resourceVersion"] = str(self._next_rv())
             self.objects[key] = obj
             self._emit(Event(self.rv, rt.key, "ADDED", obj))
+            if rt.kind == "CustomResourceDefinition":
+                for served in resources_from_crd(obj):
+                    self.registry.add(served)
             return obj
 
     def update(
@@ -272,7 +278,7 @@ class Store:
         """
         with self.lock:
             old = self.get(rt, namespace, name)
-            new = self._normalize(rt, old, copy.deepcopy(candidate), subresource)
+            new = self._structural(rt, self._normalize(rt, old, copy.deepcopy(candidate), subresource))
             if manager is not None:
                 track_update(old, new, manager, subresource, rt.has_status)
             if _strip_volatile(new) == _strip_volatile(old):
@@ -331,6 +337,29 @@ class Store:
         if rt.generation and _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old_meta.get("generation", 0)) + 1
         return new
+
+    def _structural(self, rt: ResourceType, obj: Obj) -> Obj:
+        """Prune, default and validate a custom resource by its stored CRD's schema (if any)."""
+        if rt.builtin:
+            return obj
+        crd = self.objects.get(("customresourcedefinitions.apiextensions.k8s.io", None, rt.key))
+        schema = schema_for(crd, rt.version)
+        if schema is None:
+            return obj
+        result, errors = process(obj, schema)
+        if errors:
+            name = obj.get("metadata", {}).get("name", "")
+            raise ApiError(
+                422,
+                f'{rt.kind}.{rt.group} "{name}" is invalid: [{", ".join(errors)}]',
+                details={
+                    "name": name,
+                    "group": rt.group,
+                    "kind": rt.kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": e} for e in errors],
+                },
+            )
+        return result
 
     def _commit(self, rt: ResourceType, old: Obj, new: Obj) -> None:
         meta = new["metadata"]

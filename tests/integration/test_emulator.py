@@ -32,7 +32,7 @@ def llmservice(name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": API,
         "kind": "LLMService",
         "metadata": {"name": name},
-        "spec": {"model": {"uri": "hf://org/model"}, **spec},
+        "spec": {"model": {"uri": "hf://org/model"}, "engine": {"kind": "vllm"}, **spec},
     }
 
 
@@ -161,6 +161,56 @@ def test_status_subresource_and_generation_rules(apiserver: ApiServer, kube: Kub
     same = custom.patch_namespaced_custom_object(*args, {"spec": {"replicas": {"min": 2}}})
     assert rv(same) == rv(labelled)  # a patch that changes nothing is not a write
     assert apiserver.count_writes("patch", "llmservices", changed=False) == 1
+
+
+def test_custom_resources_follow_their_crd_schema(apiserver: ApiServer, kube: Kube) -> None:
+    body = llmservice("chat")
+    body["spec"]["notInTheSchema"] = {"x": 1}
+    created = kube.create(body)
+    assert "notInTheSchema" not in created["spec"]  # pruned, as by kube-apiserver
+    assert created["spec"]["engine"]["warmup"] is True  # a schema default
+
+    written = kube.patch_status(API, "LLMService", "chat", {"phase": "Ready", "undeclared": "dropped"})
+    assert written["status"]["phase"] == "Ready" and "undeclared" not in written["status"]
+    unchanged = kube.patch_status(API, "LLMService", "chat", {"undeclared": "again"})
+    assert rv(unchanged) == rv(written)  # writing only undeclared fields changes nothing
+
+    for bad in ({"engine": {"kind": "no-such-engine"}}, {"replicas": {"min": "one"}}):
+        with pytest.raises(ApiException) as info:
+            kube.patch(API, "LLMService", "chat", {"spec": bad})
+        assert info.value.status == 422 and '"reason": "Invalid"' in info.value.body
+    with pytest.raises(ApiException) as missing:
+        kube.create({"apiVersion": API, "kind": "LLMService", "metadata": {"name": "empty"}, "spec": {}})
+    assert missing.value.status == 422 and "spec.model: Required value" in missing.value.body
+
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    kube.create(crd)  # a CRD created at runtime is served right away, discovery included
+    assert {"name": "v1", "groupVersion": "example.com/v1"}.items() <= (
+        kube.request("GET", "/apis/example.com")["preferredVersion"] | {"name": "v1"}
+    ).items()
+    widget = kube.create(
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"a": 1}}
+    )
+    assert widget["spec"] == {"a": 1}
 
 
 def test_server_side_apply_noop_removal_and_conflicts(apiserver: ApiServer, kube: Kube) -> None:
@@ -479,7 +529,7 @@ def test_kopf_operator_end_to_end(apiserver: ApiServer, kube: Kube) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     def on_create(body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
         kopf.info(body, reason="Seen", message="the emulator delivered the object")
-        patch.status["phase"] = "Seen"
+        patch.status["phase"] = "Progressing"  # must satisfy the CRD schema: the emulator validates
         patch.status["model"] = spec["model"]["uri"]
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
@@ -489,14 +539,18 @@ def test_kopf_operator_end_to_end(apiserver: ApiServer, kube: Kube) -> None:
     args = ["run", "--standalone", "--namespace", kube.namespace]
     with KopfRunner(args, registry=registry, settings=settings, timeout=30) as runner:
         kube.create(llmservice("chat"))
-        seen = kube.wait_for(API, "LLMService", "chat", lambda o: o.get("status", {}).get("phase") == "Seen")
+        seen = kube.wait_for(
+            API, "LLMService", "chat", lambda o: o.get("status", {}).get("phase") == "Progressing"
+        )
         assert seen["status"]["model"] == "hf://org/model"
         assert "llmfleet.io/finalizer" in seen["metadata"]["finalizers"]
         assert seen["metadata"]["generation"] == 1  # kopf's annotations and finalizers are metadata
         watches_before = len(resumed_watches(apiserver))
         apiserver.close_watches()  # kopf must resume its watch from the last resourceVersion
         kube.create(llmservice("chat-2"))
-        kube.wait_for(API, "LLMService", "chat-2", lambda o: o.get("status", {}).get("phase") == "Seen")
+        kube.wait_for(
+            API, "LLMService", "chat-2", lambda o: o.get("status", {}).get("phase") == "Progressing"
+        )
         assert len(resumed_watches(apiserver)) > watches_before
         kube.delete(API, "LLMService", "chat-2")
         kube.delete(API, "LLMService", "chat")
