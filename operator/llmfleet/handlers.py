@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -56,12 +55,6 @@ class OperatorConfig:
     max_workers: int = 8
 
 
-def plain(body: Any) -> dict[str, Any]:
-    """A kopf Body (nested mapping views) as plain JSON-like dicts."""
-    result: dict[str, Any] = json.loads(json.dumps(body, default=dict))
-    return result
-
-
 class Operator:
     """Per-process state behind the handlers: the API client, per-object locks, the poker."""
 
@@ -87,12 +80,18 @@ class Operator:
         with self._guard:
             self._locks.pop((namespace, name), None)
 
-    def run(self, obj: dict[str, Any], trigger: str, retry: int = 0) -> None:
-        """One pass with metrics and the error policy; raises kopf errors for kopf to retry."""
-        meta = obj.get("metadata") or {}
-        namespace, name = meta.get("namespace") or "default", meta["name"]
+    def run(self, namespace: str, name: str, trigger: str, retry: int = 0) -> None:
+        """One pass with metrics and the error policy; raises kopf errors for kopf to retry.
+
+        The object is read again under the lock: a body captured before the previous pass wrote
+        its status would make this pass judge transitions against stale conditions.
+        """
         with self._lock(namespace, name), opmetrics.track(trigger):
             try:
+                obj = self.kube.get(LLMSERVICE.api_version, LLMSERVICE.kind, name, namespace)
+                if obj is None:
+                    opmetrics.finished(trigger, "gone")
+                    return
                 outcome = reconcile(
                     self.kube, obj, predictor=self.config.predictor, images=self.config.images
                 )
@@ -115,12 +114,6 @@ class Operator:
                 opmetrics.WRITES.labels(action).inc(count)
         if outcome.status_written:
             opmetrics.WRITES.labels("status").inc()
-
-    def run_by_name(self, namespace: str, name: str, trigger: str, retry: int = 0) -> None:
-        obj = self.kube.get(LLMSERVICE.api_version, LLMSERVICE.kind, name, namespace)
-        if obj is None:
-            return
-        self.run(obj, trigger, retry)
 
 
 class Poker:
@@ -145,7 +138,7 @@ class Poker:
         await asyncio.sleep(delay)
         self._pending.discard(key)  # pokes from now on schedule another pass
         try:
-            await asyncio.to_thread(self.operator.run_by_name, *key, "child", retry)
+            await asyncio.to_thread(self.operator.run, *key, "child", retry)
         except kopf.TemporaryError as e:
             if retry < 8:  # beyond that, the drift timer takes over
                 self.poke(*key, retry=retry + 1, delay=e.delay or 1.0)
@@ -211,25 +204,25 @@ def build_registry(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, Opera
     async def cleanup(**_: Any) -> None:
         await operator.poker.close()
 
-    @kopf.on.create(**llms)  # type: ignore[arg-type]
-    def on_create(body: kopf.Body, retry: int, **_: Any) -> None:
-        operator.run(plain(body), "create", retry)
+    @kopf.on.create(**llms, id="reconcile-create")  # type: ignore[arg-type]
+    def on_create(namespace: str, name: str, retry: int, **_: Any) -> None:
+        operator.run(namespace, name, "create", retry)
 
-    @kopf.on.resume(**llms)  # type: ignore[arg-type]
-    def on_resume(body: kopf.Body, retry: int, **_: Any) -> None:
-        operator.run(plain(body), "resume", retry)
+    @kopf.on.resume(**llms, id="reconcile-resume")  # type: ignore[arg-type]
+    def on_resume(namespace: str, name: str, retry: int, **_: Any) -> None:
+        operator.run(namespace, name, "resume", retry)
 
-    @kopf.on.update(**llms, field="spec")  # type: ignore[arg-type]
-    def on_update(body: kopf.Body, retry: int, **_: Any) -> None:
-        operator.run(plain(body), "update", retry)
+    @kopf.on.update(**llms, field="spec", id="reconcile-update")  # type: ignore[arg-type]
+    def on_update(namespace: str, name: str, retry: int, **_: Any) -> None:
+        operator.run(namespace, name, "update", retry)
 
-    @kopf.timer(**llms, interval=config.drift_interval, initial_delay=config.drift_interval)  # type: ignore[arg-type]
-    def drift(body: kopf.Body, retry: int, **_: Any) -> None:
+    @kopf.timer(**llms, id="drift", interval=config.drift_interval, initial_delay=config.drift_interval)  # type: ignore[arg-type]
+    def drift(namespace: str, name: str, retry: int, **_: Any) -> None:
         # An invalid spec is already reported in status and an Event; not again every interval.
         with contextlib.suppress(InvalidSpecError):
-            operator.run(plain(body), "timer", retry)
+            operator.run(namespace, name, "timer", retry)
 
-    @kopf.on.delete(**llms, optional=True)  # type: ignore[arg-type]
+    @kopf.on.delete(**llms, id="forget", optional=True)  # type: ignore[arg-type]
     def on_delete(namespace: str, name: str, **_: Any) -> None:
         operator.forget(namespace, name)  # the children go by garbage collection
 

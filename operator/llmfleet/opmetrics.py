@@ -20,7 +20,7 @@ PREFIX = "llmfleet_operator"
 
 RECONCILES = Counter(
     f"{PREFIX}_reconciles",
-    "Reconcile passes by trigger (create, resume, update, timer, child) and result (ok, retry, invalid, error).",
+    "Reconcile passes by trigger (create, resume, update, timer, child) and result (ok, retry, invalid, error, gone).",
     ["trigger", "result"],
 )
 DURATION = Histogram(

@@ -110,7 +110,13 @@ def set_deployment_ready(kube: Kube, name: str, ready: int, desired: int | None 
     ``desired`` also sets ``spec.replicas`` the way the HPA does through the scale subresource.
     """
     if desired is not None:
-        kube.patch("apps/v1", "Deployment", name, {"spec": {"replicas": desired}}, field_manager="kube-controller-manager")
+        kube.patch(
+            "apps/v1",
+            "Deployment",
+            name,
+            {"spec": {"replicas": desired}},
+            field_manager="kube-controller-manager",
+        )
     dep = kube.get("apps/v1", "Deployment", name)
     replicas = desired if desired is not None else int(dep["spec"].get("replicas", 1))
     kube.patch_status(
