@@ -43,6 +43,16 @@ def test_breaker_opens_after_consecutive_failures_and_probes_after_cooldown() ->
     assert breaker.closed and breaker.allow()
 
 
+def test_an_abandoned_probe_does_not_keep_the_breaker_open_forever() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, reset_seconds=1, clock=clock)
+    breaker.failure()
+    clock.now = 1.0
+    assert breaker.allow()  # the probe ...
+    breaker.abandon()  # ... was cancelled with its request
+    assert breaker.allow()  # so another call probes
+
+
 def test_stream_complete_needs_the_done_event() -> None:
     assert stream_complete(b'data: {"a":1}\n\ndata: [DONE]\n\n')
     assert stream_complete(b'data: {"a":1}\r\n\r\ndata: [DONE]\r\n\r\n')
@@ -81,3 +91,28 @@ def test_best_match_is_the_nearest_unit_vector() -> None:
     assert match[0] == "k7"
     assert 0.99 < match[1] <= 1.0001
     assert best_match({}, query) is None
+
+
+async def test_cancelled_redis_call_frees_the_probe() -> None:
+    import asyncio
+
+    from llmfleet.gateway.cache import ResilientRedis
+    from llmfleet.gateway.metrics import GatewayMetrics
+
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, reset_seconds=1, clock=clock)
+    redis = ResilientRedis("redis://127.0.0.1:1/0", None, 60, breaker, GatewayMetrics())  # never connects
+    breaker.failure()
+    clock.now = 1.0
+    started = asyncio.Event()
+
+    async def hangs(_: object) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    probe = asyncio.create_task(redis.call("get", hangs))
+    await started.wait()
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)
+    assert breaker.allow()
+    await redis.close()

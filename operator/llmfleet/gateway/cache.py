@@ -61,6 +61,10 @@ class CircuitBreaker:
         self._opened_at = None
         self._probing = False
 
+    def abandon(self) -> None:
+        """A call ended with neither answer (its request was cancelled): free the probe slot."""
+        self._probing = False
+
     def failure(self) -> None:
         self._failures += 1
         if self._probing or self._failures >= self.threshold:
@@ -130,6 +134,9 @@ class ResilientRedis:
             return None
         try:
             result = await asyncio.wait_for(make(self.client), self.timeout_seconds)
+        except asyncio.CancelledError:
+            self.breaker.abandon()  # a client hung up mid-probe: the next call may probe
+            raise
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             self.metrics.redis_errors.labels(operation=operation).inc()
