@@ -42,7 +42,7 @@ ENDPOINTSLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 
 CONFLICT_DELAY = 1.5
 THROTTLE_DELAY = 5.0
-SERVER_ERROR_DELAY = 5.0
+SERVER_ERROR_DELAY = 2.0
 MAX_DELAY = 120.0
 # (connect, read) seconds for one request: a hung API server must not hold a handler thread.
 DEFAULT_TIMEOUT = (5.0, 30.0)

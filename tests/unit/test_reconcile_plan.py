@@ -298,8 +298,8 @@ def test_events_only_when_a_condition_becomes_or_stops_being_true() -> None:
         (409, None, "conflict", 1.5),
         (429, "7", "throttled", 7.0),
         (429, None, "throttled", 5.0),
-        (500, None, "server", 5.0),
-        (503, None, "server", 5.0),
+        (500, None, "server", 2.0),
+        (503, None, "server", 2.0),
     ],
 )
 def test_transient_api_errors_are_retried(
