@@ -10,7 +10,8 @@
 # Env: LLAMA_BUILD_JOBS (default 2), LLMFLEET_CACHE.
 set -euo pipefail
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36      # vendors llama.cpp commit 0c1e570
+LLAMA_CPP_PYTHON_VERSION=0.3.36      # vendors llama.cpp commit 0c1e57098 = upstream release b11312
+SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 CACHE_ROOT="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}"
 PREFIX="$CACHE_ROOT/llama.cpp-$LLAMA_CPP_PYTHON_VERSION"
 BIN="$PREFIX/bin/llama-server"
@@ -41,6 +42,8 @@ command -v cmake >/dev/null 2>&1 || die "cmake is missing: apt-get install cmake
 command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 \
     || die "a C++ compiler is missing: apt-get install g++"
 command -v tar >/dev/null 2>&1 || die "tar is missing"
+command -v sha256sum >/dev/null 2>&1 || die "sha256sum is missing (coreutils)"
+command -v flock >/dev/null 2>&1 || die "flock is missing (util-linux)"
 
 mkdir -p "$PREFIX"
 exec 9>"$PREFIX/.lock"
@@ -66,9 +69,13 @@ if [[ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]]; then
             || die "pip download llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION failed (is PyPI reachable?)"
     fi
     [[ -f "$sdist" ]] || die "expected $sdist after pip download; found: $(ls "$SDIST_DIR")"
+    if ! echo "$SDIST_SHA256  $sdist" | sha256sum -c --quiet - >/dev/null 2>&1; then
+        rm -f "$sdist"
+        die "$sdist does not have the pinned sha256 $SDIST_SHA256 (removed it; run again)"
+    fi
     log "unpacking $sdist"
     rm -rf "$SRC"
-    tar -xzf "$sdist" -C "$PREFIX/src"
+    tar -xzf "$sdist" -C "$PREFIX/src" || { rm -rf "$SRC"; die "unpacking $sdist failed"; }
     [[ -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]] || die "$sdist has no vendor/llama.cpp"
 fi
 
