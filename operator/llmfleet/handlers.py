@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = GROUP  # finalizer and annotation prefix: llmfleet.io/...
 MODEL_SUFFIX = "-model"
+PREDICTIVE_TICK = 15.0  # seconds; the smallest predictive.intervalSeconds the API allows
 
 
 @dataclass
@@ -222,9 +223,23 @@ def build_registry(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, Opera
         with contextlib.suppress(InvalidSpecError):
             operator.run(namespace, name, "timer", retry)
 
+    def predictive_enabled(spec: kopf.Spec, **_: Any) -> bool:
+        return bool(spec.get("autoscaling", {}).get("predictive", {}).get("enabled"))
+
+    # The drift timer may be minutes apart; services with predictive scaling get a pass every
+    # PREDICTIVE_TICK seconds, and the predictor itself only asks Prometheus when its own
+    # intervalSeconds is due (otherwise the pass is reads only).
+    @kopf.timer(**llms, id="predictive", interval=PREDICTIVE_TICK, when=predictive_enabled)  # type: ignore[arg-type]
+    def predictive(namespace: str, name: str, retry: int, **_: Any) -> None:
+        with contextlib.suppress(InvalidSpecError):
+            operator.run(namespace, name, "predictive", retry)
+
     @kopf.on.delete(**llms, id="forget", optional=True)  # type: ignore[arg-type]
     def on_delete(namespace: str, name: str, **_: Any) -> None:
         operator.forget(namespace, name)  # the children go by garbage collection
+        forget = getattr(config.predictor, "forget", None)
+        if forget is not None:
+            forget(namespace, name)
 
     @kopf.on.event("apps", "v1", "deployments", labels=ours, registry=registry)
     async def deployment_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:

@@ -36,6 +36,7 @@ from llmfleet.status import (
     Cond,
     PredictiveOutcome,
     Reason,
+    deployment_state,
     desired_status,
     invalid_status,
     status_changed,
@@ -48,12 +49,13 @@ logger = logging.getLogger(__name__)
 HASH_ANNOTATION = "llmfleet.io/applied-hash"
 SECRET_KEY = "password"
 
-# The predictive-scaling seam: given the validated service and its previous status.predictive,
-# the latest recommendation, or None to keep the previous floor. Called from a worker thread.
-Predictor = Callable[[LLMService, Obj | None], PredictiveOutcome | None]
+# The predictive-scaling seam (llmfleet.predictive.LivePredictor in production): given the
+# validated service, its previous status.predictive and the model's ready replicas, the latest
+# recommendation, or None to keep the previous floor. Called from a worker thread: may block.
+Predictor = Callable[[LLMService, Obj | None, int], PredictiveOutcome | None]
 
 
-def no_predictor(service: LLMService, previous: Obj | None) -> PredictiveOutcome | None:
+def no_predictor(service: LLMService, previous: Obj | None, ready: int) -> PredictiveOutcome | None:
     """Used when no recommender is wired in: says so in the PredictiveScaling condition."""
     return PredictiveOutcome(
         floor=None,
@@ -329,7 +331,8 @@ def reconcile(
     predictive = None
     if service.spec.autoscaling.predictive.enabled:
         previous = (obj.get("status") or {}).get("predictive")
-        predictive = predictor(service, previous) or _keep_floor(previous)
+        model = observed.children.get(("apps/v1", "Deployment", f"{service.name}-model"))
+        predictive = predictor(service, previous, deployment_state(model).ready) or _keep_floor(previous)
     todo = plan(obj, service, observed, predictive=predictive, images=images, now=now_rfc3339())
     execute(kube, obj, todo)
     return Outcome(len(todo.apply) + len(todo.create_secrets), len(todo.delete), todo.status is not None)

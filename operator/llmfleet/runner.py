@@ -121,8 +121,13 @@ async def operate(
     import kopf
 
     from llmfleet.handlers import OperatorConfig, build_registry
+    from llmfleet.predictive import LivePredictor
 
-    config = OperatorConfig(drift_interval=options.drift_interval, images=options.images)
+    config = OperatorConfig(
+        drift_interval=options.drift_interval,
+        images=options.images,
+        predictor=LivePredictor(options.prometheus_url),
+    )
     registry, _ = build_registry(config)
     settings = kopf.OperatorSettings()
     settings.peering.name = options.peering

@@ -199,3 +199,19 @@ def test_deleted_object_is_let_go(kube: Kube, operator: None) -> None:
     kube.delete(*LLMS, "chat")
     kube.wait_gone(*LLMS, "chat", timeout=30)
     wait_until(lambda: children(kube, "chat") == [], "garbage collection of the children")
+
+
+def test_predictive_scaling_reports_an_unreachable_prometheus(kube: Kube, operator: None) -> None:
+    predictive = {
+        "enabled": True,
+        "prometheusUrl": "http://127.0.0.1:9",
+        "intervalSeconds": 15,
+        "horizonSeconds": 60,
+    }
+    kube.create(llmservice("chat", autoscaling={"predictive": predictive}), namespace=kube.namespace)
+    obj = kube.wait_for(*LLMS, "chat", has_condition("PredictiveScaling", "False", "PrometheusUnavailable"))
+    assert "prometheusUrl" in condition(obj, "PredictiveScaling")["message"]  # type: ignore[index]
+    assert obj["status"]["predictive"]["recommendedReplicas"] == 1  # held at replicas.min
+    kube.wait_for(
+        "autoscaling/v2", "HorizontalPodAutoscaler", "chat", lambda h: h["spec"]["minReplicas"] == 1
+    )
