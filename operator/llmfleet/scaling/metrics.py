@@ -15,7 +15,7 @@ llamacpp    unavailable (tokens only)             ``llamacpp:requests_deferred``
 ollama      unavailable (no /metrics)             unavailable                         unavailable
 ==========  ====================================  ==================================  =====================================
 
-Rates are ``rate(...[1m])`` of completion counters (in steady state, arrivals). Everything
+Rates are ``rate(...[window])`` (default 1m; TTFT quantiles too) of completion counters (in steady state, arrivals). Everything
 here blocks on HTTP (prometheus-api-client uses requests): call it from a thread
 (``asyncio.to_thread`` or a sync kopf handler), never from ``async def`` directly.
 """
@@ -43,23 +43,23 @@ class EngineQueries:
 
 ENGINES: dict[str, EngineQueries] = {
     "vllm": EngineQueries(
-        request_rate="sum(rate(vllm:request_success_total{{{sel}}}[1m]))",
+        request_rate="sum(rate(vllm:request_success_total{{{sel}}}[{window}]))",
         queue_depth="sum(vllm:num_requests_waiting{{{sel}}})",
         running="sum(vllm:num_requests_running{{{sel}}})",
-        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[2m])))",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[{window}])))",
     ),
     "tgi": EngineQueries(
-        request_rate="sum(rate(tgi_request_success{{{sel}}}[1m]))",
+        request_rate="sum(rate(tgi_request_success{{{sel}}}[{window}]))",
         queue_depth="sum(tgi_queue_size{{{sel}}})",
         running="sum(tgi_batch_current_size{{{sel}}})",
-        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(tgi_request_queue_duration_bucket{{{sel}}}[2m])))",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(tgi_request_queue_duration_bucket{{{sel}}}[{window}])))",
         unavailable=("ttft_p95: TGI has no TTFT histogram; queue-time p95 is used (a lower bound)",),
     ),
     "sglang": EngineQueries(
-        request_rate="sum(rate(sglang:e2e_request_latency_seconds_count{{{sel}}}[1m]))",
+        request_rate="sum(rate(sglang:e2e_request_latency_seconds_count{{{sel}}}[{window}]))",
         queue_depth="sum(sglang:num_queue_reqs{{{sel}}})",
         running="sum(sglang:num_running_reqs{{{sel}}})",
-        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(sglang:time_to_first_token_seconds_bucket{{{sel}}}[2m])))",
+        ttft_p95="histogram_quantile(0.95, sum by (le) (rate(sglang:time_to_first_token_seconds_bucket{{{sel}}}[{window}])))",
     ),
     "llamacpp": EngineQueries(
         request_rate=None,
@@ -104,13 +104,14 @@ def selector(namespace: str, service: str) -> str:
     return f'namespace="{namespace}",service="{service}"'
 
 
-def queries_for(engine: str, sel: str) -> EngineQueries:
+def queries_for(engine: str, sel: str, window: str = "1m") -> EngineQueries:
+    """The engine's queries for pods matching ``sel``; rates and quantiles over ``window``."""
     base = ENGINES.get(engine)
     if base is None:
         raise ValueError(f"unknown engine {engine!r}")
 
     def fill(q: str | None) -> str | None:
-        return q.format(sel=sel) if q is not None else None
+        return q.format(sel=sel, window=window) if q is not None else None
 
     return EngineQueries(
         fill(base.request_rate),
@@ -152,13 +153,14 @@ def fetch(
     lookback_s: float = 7.5 * 86400,
     step_s: float = 60.0,
     timeout_s: int = 10,
+    rate_window: str = "1m",
 ) -> FleetMetrics:
     """Query the signals of one fleet. ``client`` is a ``prometheus_api_client.PrometheusConnect``.
 
     Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
     Blocking: run it in a thread.
     """
-    queries = queries_for(engine, sel)
+    queries = queries_for(engine, sel, rate_window)
     end = math.floor(now / step_s) * step_s
     points = max(1, int(lookback_s // step_s))
     start = end - (points - 1) * step_s

@@ -1,0 +1,139 @@
+"""The live predictive scaler against a real Prometheus scraping real sim-servers.
+
+Two sim-servers (vLLM metric names, 2 sequence slots, ~0.5 s per request: ~4 req/s each) get
+an open-loop load rising from 1 to 12 req/s. Every 2 s the test does what the operator's
+reconcile does: ``metrics.fetch`` through prometheus-api-client, then ``live.recommend``.
+Asserted: the floor rises above the 2 running replicas before the servers' waiting queue
+builds (the forecast saw the rate climbing), and once Prometheus is stopped the next
+recommendation holds that floor with ``PredictiveScaling`` False. Order of events only, no
+durations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmfleet.scaling import live
+from llmfleet.scaling.live import LiveConfig, LiveState, recommend
+from llmfleet.scaling.metrics import MetricsUnavailable, connect, fetch, selector
+from tests.support.process import free_port, http_ok, managed, require_binary, wait_until
+from tests.support.simserver import SimServer, sim_server
+
+pytestmark = [pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300)]
+
+SELECTOR = selector("test", "chat-model")
+PER_REPLICA_RPS = 4.0  # 2 slots / (10 tokens * 0.05 s)
+CONFIG = LiveConfig(
+    min_replicas=1, max_replicas=10, capacity_rps=PER_REPLICA_RPS, headroom=0.2, horizon_s=30, interval_s=2
+)
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, servers: list[SimServer]) -> Iterator[str]:
+    targets = ", ".join(f"'127.0.0.1:{s.port}'" for s in servers)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: model\n"
+        f"    static_configs: [{{targets: [{targets}], labels: {{namespace: test, service: chat-model}}}}]\n"
+    )
+    port = free_port()
+    argv = [
+        require_binary("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with managed(argv, tmp_path / "prometheus.log", ready=lambda: http_ok(f"{url}/-/ready"), timeout=60):
+        yield url
+
+
+class RisingLoad:
+    """Open-loop arrivals at a rate rising linearly from ``start`` to ``end`` req/s."""
+
+    def __init__(self, servers: list[SimServer], start: float, end: float, seconds: float) -> None:
+        self.servers, self.start, self.end, self.seconds = servers, start, end, seconds
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=64)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.errors: list[str] = []
+
+    def rate(self, elapsed: float) -> float:
+        return self.start + (self.end - self.start) * min(elapsed / self.seconds, 1.0)
+
+    def _send(self, server: SimServer) -> None:
+        body = {"model": "sim-model", "prompt": "hello", "max_tokens": 10}
+        try:
+            httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)
+        except httpx.HTTPError as error:
+            self.errors.append(repr(error))
+
+    def _run(self) -> None:
+        began, n = time.monotonic(), 0
+        while not self.stop.is_set():
+            self.pool.submit(self._send, self.servers[n % len(self.servers)])
+            n += 1
+            self.stop.wait(1.0 / self.rate(time.monotonic() - began))
+
+    def __enter__(self) -> RisingLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def waiting(servers: list[SimServer]) -> float:
+    return sum(s.metric("vllm:num_requests_waiting") for s in servers)
+
+
+def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_path: Path) -> None:
+    flags = {"max_num_seqs": 2, "decode_base_seconds": 0.05, "decode_per_seq_seconds": 0.0}
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(sim_server(tmp_path, id=f"s{i}", **flags)) for i in range(2)]
+        prom = stack.enter_context(contextlib.ExitStack())
+        url = prom.enter_context(prometheus(tmp_path, servers))
+        client = connect(url, timeout_s=5)
+        wait_until(lambda: bool(client.custom_query("sum(up) == 2")), 60, interval=0.5, what="both targets up")
+        state: LiveState | None = None
+        raised_at = queue_at = None
+        floors: list[tuple[float, int, str]] = []
+        with RisingLoad(servers, start=1.0, end=12.0, seconds=60.0):
+            began = time.monotonic()
+            while time.monotonic() - began < 90 and (raised_at is None or queue_at is None):
+                if queue_at is None and waiting(servers) >= 3:
+                    queue_at = time.monotonic()
+                now = time.time()
+                metrics = fetch(client, "vllm", SELECTOR, now=now, lookback_s=600, step_s=2, rate_window="10s")
+                rec = recommend(CONFIG, metrics, state, now, ready_replicas=2)
+                state = rec.state
+                floors.append((time.monotonic() - began, rec.replicas, rec.reason))
+                if raised_at is None and rec.healthy and rec.replicas > 2:
+                    raised_at = time.monotonic()
+                time.sleep(1.0)
+        assert raised_at is not None, f"the floor never rose above 2: {floors[-5:]}"
+        assert queue_at is not None, "the load never exceeded two replicas: the test proves nothing"
+        assert raised_at < queue_at, f"queue built first: {floors}"
+        assert state is not None
+        held = state.floor
+        prom.close()  # Prometheus stops
+        try:
+            down = fetch(client, "vllm", SELECTOR, now=time.time(), lookback_s=600, step_s=2)
+        except MetricsUnavailable as error:
+            rec = recommend(CONFIG, error, state, time.time(), ready_replicas=2)
+        else:
+            pytest.fail(f"Prometheus answered after being stopped: {down}")
+        assert (rec.replicas, rec.healthy, rec.condition_reason) == (held, False, live.PROMETHEUS_UNAVAILABLE)
+        assert rec.reason.startswith(f"holding floor {held}")
