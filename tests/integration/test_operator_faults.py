@@ -6,9 +6,13 @@ once, the status written, and the cache password never rotated.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import prometheus_client
+import pytest
 
 from llmfleet import opmetrics
+from llmfleet.runner import RunOptions, run_in_thread
 from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
 from tests.integration.operator_harness import (
@@ -75,3 +79,27 @@ def test_restart_mid_reconcile_converges_without_duplicates_or_a_new_password(
         assert opmetrics.reconcile_count() > passes  # the new process did the work
     assert len(children(kube, "chat")) == len(EVERYTHING)
     assert kube.get("v1", "Secret", "chat-cache-auth")["data"] == password
+
+
+def test_a_replica_acts_only_while_no_higher_priority_peer_is_alive(apiserver: ApiServer, kube: Kube) -> None:
+    other = "llmfleet-other-replica@node-b"
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "llmfleet"},
+        "status": {other: {"priority": 100, "lifetime": 60, "lastseen": datetime.now(UTC).isoformat()}},
+    }
+    kube.create(peering, namespace=kube.namespace)
+    thread, stop = run_in_thread(RunOptions(namespaces=[kube.namespace], priority=10))
+    try:
+        wait_until(
+            lambda: len(kube.get("kopf.dev/v1", "KopfPeering", "llmfleet")["status"]) == 2, "our keep-alive"
+        )
+        kube.create(llmservice("chat"), namespace=kube.namespace)
+        with pytest.raises(TimeoutError):  # the only way to observe "does nothing": for a while
+            wait_until(lambda: bool(children(kube, "chat")), "children from a paused replica", timeout=3)
+        kube.patch("kopf.dev/v1", "KopfPeering", "llmfleet", {"status": {other: None}})  # the leader is gone
+        wait_until(lambda: names(children(kube, "chat")) == BASE_CHILDREN, "the standby taking over")
+    finally:
+        stop.set()
+        thread.join(30)
