@@ -19,6 +19,7 @@ access log are moved onto loopback and a temp dir. Two ways to run them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Iterator, Mapping, Sequence
@@ -93,9 +94,8 @@ def start_backends(
                 Backend(name, SimServer(url=f"http://127.0.0.1:{port}", port=port, process=process))
             )
         for backend in started:
-            url = backend.url
-            backend.server.process.wait_ready(lambda url=url: http_ok(f"{url}/health"), timeout=timeout,
-                                              what=f"sim-server {backend.name}")  # fmt: skip
+            backend.server.process.wait_ready(functools.partial(http_ok, f"{backend.url}/health"),
+                                              timeout=timeout, what=f"sim-server {backend.name}")  # fmt: skip
         yield started
     finally:
         for backend in started:
