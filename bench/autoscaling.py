@@ -39,9 +39,10 @@ TRACES = {
     "azure-code": "azure-llm-2023/AzureLLMInferenceTrace_code.csv",
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
-HPA_TARGETS = (0.5, 2.0, 8.0)
-INFLIGHT_TARGETS = (0.6, 0.7, 0.8, 0.9)
-HEADROOMS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+HPA_TARGETS = (1.0, 8.0)
+INFLIGHT_TARGETS = (0.5, 0.6, 0.7, 0.8)
+HEADROOMS = (0.0, 0.2, 0.5, 1.0)
+COMBINED_INFLIGHT = (0.6, 0.7)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
 DEFAULT_HEADROOM = ScalerSettings().headroom
@@ -80,7 +81,13 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         scaler = make_scaler(kind, trace, config, settings, cache)
         return simulate(trace, scaler, config, ProgressBar(f"{trace.name} {delay}s {label}", not quiet))
 
-    sweeps: dict[str, list[dict[str, Any]]] = {"hpa": [], "hpa-inflight": [], "predictive": [], "oracle": []}
+    sweeps: dict[str, list[dict[str, Any]]] = {
+        "hpa": [],
+        "hpa-inflight": [],
+        "predictive": [],
+        "predictive-inflight": [],
+        "oracle": [],
+    }
     for target in args.hpa_targets:
         sweeps["hpa"].append(
             point(run("hpa", replace(base, target_queue_depth=target), f"hpa q={target}"), target)
@@ -91,6 +98,11 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for headroom in args.headrooms:
         result = run("predictive", replace(base, headroom=headroom), f"predictive h={headroom}")
         sweeps["predictive"].append(point(result, headroom))
+    for frac in args.combined:
+        result = run(
+            "predictive-inflight", replace(base, headroom=0.0, inflight_target=frac), f"pred+inflight {frac}"
+        )
+        sweeps["predictive-inflight"].append(point(result, frac))
     for smooth in ORACLE_SMOOTHING:
         for utilisation in ORACLE_UTILISATION:
             oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=smooth)
@@ -113,6 +125,10 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
             best["hpa-inflight"], best["predictive"], best["oracle"]
         ),
         "gap_closure_default_vs_hpa_inflight": closure(best["hpa-inflight"], default_ok, best["oracle"]),
+        "predictive_inflight_tuned": best["predictive-inflight"],
+        "gap_closure_predictive_inflight_vs_hpa_inflight": closure(
+            best["hpa-inflight"], best["predictive-inflight"], best["oracle"]
+        ),
     }
     return {"trace": trace.name, "startup_delay_s": delay, "sweeps": sweeps, "best": best, "summary": summary}
 
@@ -128,7 +144,13 @@ def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
     fig, axes = plt.subplots(
         len(delays), len(names), figsize=(4 * len(names), 3.4 * len(delays)), squeeze=False
     )
-    styles = {"hpa": "s-", "hpa-inflight": "^-", "predictive": "o-", "oracle": "*"}
+    styles = {
+        "hpa": "s-",
+        "hpa-inflight": "^-",
+        "predictive": "o-",
+        "predictive-inflight": "v-",
+        "oracle": "*",
+    }
     for case in cases:
         ax = axes[delays.index(case["startup_delay_s"])][names.index(case["trace"])]
         for name, points in case["sweeps"].items():
@@ -158,11 +180,28 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 ServeGen days, fewer sweep points")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     args = parser.parse_args()
+    if args.merge:
+        merged: list[dict[str, Any]] = []
+        runtime = 0.0
+        for name in args.merge:
+            with open(name) as f:
+                part = json.load(f)
+            merged += part["cases"]
+            runtime += part["runtime_s"]
+        order = list(TRACES)
+        merged.sort(
+            key=lambda c: (order.index(c["trace"]) if c["trace"] in order else 99, -c["startup_delay_s"])
+        )
+        write(args.out, {**part, "runtime_s": runtime, "cases": merged}, args.goal)
+        return 0
     args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, HEADROOMS
+    args.combined = COMBINED_INFLIGHT
     if args.quick:
         args.days = args.days or 2.0
         args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), (0.0, 0.2, 0.5)
+        args.combined = (0.7,)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     cases = []
@@ -179,7 +218,8 @@ def main() -> int:
                 f"hpa-inflight {s['hpa_inflight_gpu_hours']} predictive tuned {s['predictive_tuned']} "
                 f"closure tuned/default vs hpa-inflight {s['gap_closure_tuned_vs_hpa_inflight']}/"
                 f"{s['gap_closure_default_vs_hpa_inflight']} vs hpa {s['gap_closure_tuned_vs_hpa']}/"
-                f"{s['gap_closure_default_vs_hpa']}",
+                f"{s['gap_closure_default_vs_hpa']} pred+inflight {s['predictive_inflight_tuned']} "
+                f"closure {s['gap_closure_predictive_inflight_vs_hpa_inflight']}",
                 flush=True,
             )
     result = {
@@ -189,13 +229,16 @@ def main() -> int:
         "runtime_s": round(time.monotonic() - started, 1),
         "cases": cases,
     }
-    with open(os.path.join(args.out, "autoscaling.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    plot(cases, args.goal, os.path.join(args.out, "autoscaling.png"))
-    print(
-        f"wrote {args.out}/autoscaling.json and autoscaling.png in {result['runtime_s']} s", file=sys.stderr
-    )
+    write(args.out, result, args.goal)
     return 0
+
+
+def write(out: str, result: dict[str, Any], goal: float) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "autoscaling.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(result["cases"], goal, os.path.join(out, "autoscaling.png"))
+    print(f"wrote {out}/autoscaling.json and autoscaling.png ({result['runtime_s']} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

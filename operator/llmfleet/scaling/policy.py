@@ -12,6 +12,10 @@ Rules, in order:
    the queue within ``drain_s``, ``ceil((observed + queue_total / drain_s) * (1 + headroom) /
    capacity_rps)``. Proportional to measured demand, not a multiple of the current replicas:
    a burst that is over before new replicas are ready should not buy a fleet twice its size.
+   A breach also adds ``breach_boost`` to the headroom (up to ``max_boost``), decaying with a
+   half-life of ``boost_half_life_s``: bursts no forecast sees come in spells (a bursty client,
+   an incident), so the SLO's own feedback keeps extra room while they last and gives it back
+   on calm days.
 3. Clamp to ``[min_replicas, max_replicas]``.
 4. **Up at once, down slowly**: a higher value replaces the floor immediately; a lower one only
    after every recommendation of the last ``down_window_s`` was lower (the floor drops to the
@@ -40,6 +44,9 @@ class PolicyConfig:
     down_window_s: float = 300.0
     down_percent_per_minute: float = 25.0
     down_tolerance: float = 0.1
+    breach_boost: float = 0.2
+    max_boost: float = 1.0
+    boost_half_life_s: float = 7200.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class PolicyState:
     floor: int = 0
     changed_at: float = -math.inf
     recent: tuple[tuple[float, int], ...] = ()  # (time, raw recommendation) within down_window_s
+    boost: float = 0.0  # extra headroom after SLO breaches, decaying
+    boost_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,20 +77,25 @@ class Decision:
     reason: str
 
 
-def forecast_replicas(cfg: PolicyConfig, upper_rps: float) -> int:
-    return math.ceil(max(upper_rps, 0.0) * (1.0 + cfg.headroom) / max(cfg.capacity_rps, 1e-9) - 1e-9)
+def forecast_replicas(cfg: PolicyConfig, upper_rps: float, boost: float = 0.0) -> int:
+    need = max(upper_rps, 0.0) * (1.0 + cfg.headroom + boost) / max(cfg.capacity_rps, 1e-9)
+    return math.ceil(need - 1e-9)
 
 
 def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Decision, PolicyState]:
     """The floor for now, and the state to pass next time."""
-    by_forecast = forecast_replicas(cfg, inp.forecast_upper_rps)
-    raw, driver = by_forecast, "forecast"
     queue = inp.queue_per_replica if inp.queue_per_replica is not None else 0.0
     queue_breach = queue > cfg.target_queue_depth
     latency_breach = inp.ttft_p95_s is not None and inp.ttft_p95_s > cfg.ttft_slo_s
+    elapsed = max(inp.now - state.boost_at, 0.0)
+    boost = state.boost * 0.5 ** (elapsed / cfg.boost_half_life_s) if state.boost else 0.0
+    if queue_breach or latency_breach:
+        boost = min(cfg.max_boost, boost + cfg.breach_boost)
+    by_forecast = forecast_replicas(cfg, inp.forecast_upper_rps, boost)
+    raw, driver = by_forecast, "forecast"
     if queue_breach or latency_breach:
         demand = inp.observed_rps + queue * max(inp.ready, 1) / cfg.drain_s
-        want = forecast_replicas(cfg, demand)
+        want = forecast_replicas(cfg, demand, boost)
         if want > raw:
             raw, driver = want, "queue" if queue_breach else "latency"
     if raw < cfg.min_replicas:
@@ -105,14 +119,17 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
             if new_floor != raw:
                 driver = "hold"
     new_floor = min(max(new_floor, cfg.min_replicas), cfg.max_replicas)
-    reason = _explain(driver, new_floor, raw, by_forecast, cfg, inp)
-    return Decision(new_floor, raw, driver, reason), PolicyState(new_floor, changed, recent)
+    reason = _explain(driver, new_floor, raw, by_forecast, cfg, inp, boost)
+    return Decision(new_floor, raw, driver, reason), PolicyState(new_floor, changed, recent, boost, inp.now)
 
 
-def _explain(driver: str, floor: int, raw: int, by_forecast: int, cfg: PolicyConfig, inp: PolicyInput) -> str:
+def _explain(
+    driver: str, floor: int, raw: int, by_forecast: int, cfg: PolicyConfig, inp: PolicyInput, boost: float
+) -> str:
+    extra = f" (+{boost:.0%} after SLO breaches)" if boost >= 0.005 else ""
     load = (
         f"forecast {inp.forecast_rps:.3g} req/s (upper {inp.forecast_upper_rps:.3g}) "
-        f"at {cfg.capacity_rps:.3g} req/s per replica +{cfg.headroom:.0%} headroom needs {by_forecast}"
+        f"at {cfg.capacity_rps:.3g} req/s per replica +{cfg.headroom:.0%} headroom{extra} needs {by_forecast}"
     )
     if driver == "queue":
         return f"floor {floor}: queue {inp.queue_per_replica:.3g}/replica above target {cfg.target_queue_depth:g}; {load}"

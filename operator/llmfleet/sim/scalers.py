@@ -200,7 +200,7 @@ def make_scaler(
         scaler = HPAScaler(replace(spec, target_average_value=s.inflight_target * batch), "inflight")
         scaler.name = "hpa-inflight"
         return scaler
-    if kind == "predictive":
+    if kind in ("predictive", "predictive-inflight"):
         policy = PolicyConfig(
             min_replicas=s.min_replicas,
             max_replicas=s.max_replicas,
@@ -210,7 +210,13 @@ def make_scaler(
             ttft_slo_s=config.slo_ttft_s,
         )
         horizon = config.startup_delay_s + s.interval_s + config.metric_lag_s
-        return PredictiveScaler(spec, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+        if kind == "predictive":
+            return PredictiveScaler(spec, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+        batch = config.capacity.batch_limit(trace.mean_tokens_per_sequence())
+        inflight = replace(spec, target_average_value=s.inflight_target * batch)
+        both = PredictiveScaler(inflight, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+        both.metric, both.name = "inflight", "predictive-inflight"
+        return both
     if kind == "oracle":
         return OracleScaler(trace, config, utilisation=s.oracle_utilisation)
     raise ValueError(f"unknown scaler {kind!r}")
