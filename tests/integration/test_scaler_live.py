@@ -106,7 +106,9 @@ def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_pa
         prom = stack.enter_context(contextlib.ExitStack())
         url = prom.enter_context(prometheus(tmp_path, servers))
         client = connect(url, timeout_s=5)
-        wait_until(lambda: bool(client.custom_query("sum(up) == 2")), 60, interval=0.5, what="both targets up")
+        wait_until(
+            lambda: bool(client.custom_query("sum(up) == 2")), 60, interval=0.5, what="both targets up"
+        )
         state: LiveState | None = None
         raised_at = queue_at = None
         floors: list[tuple[float, int, str]] = []
@@ -116,7 +118,9 @@ def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_pa
                 if queue_at is None and waiting(servers) >= 3:
                     queue_at = time.monotonic()
                 now = time.time()
-                metrics = fetch(client, "vllm", SELECTOR, now=now, lookback_s=600, step_s=2, rate_window="10s")
+                metrics = fetch(
+                    client, "vllm", SELECTOR, now=now, lookback_s=600, step_s=2, rate_window="10s"
+                )
                 rec = recommend(CONFIG, metrics, state, now, ready_replicas=2)
                 state = rec.state
                 floors.append((time.monotonic() - began, rec.replicas, rec.reason))
