@@ -23,14 +23,26 @@ WAIT = 30.0  # generous: the CI machine is shared and slow; passing runs take a 
 
 
 @contextmanager
-def running_operator(namespace: str, *, drift_interval: float = 3.0) -> Iterator[None]:
-    options = RunOptions(namespaces=[namespace], standalone=True, drift_interval=drift_interval)
+def running_operator(kube: Kube, *, drift_interval: float = 3.0, let_go: bool = True) -> Iterator[None]:
+    """The operator on ``kube.namespace`` for the duration of the block.
+
+    With ``let_go`` the LLMServices are deleted (and their finalizers released by the operator)
+    before it stops: on a real cluster a finalizer left behind would hold the test namespace in
+    Terminating forever.
+    """
+    options = RunOptions(namespaces=[kube.namespace], standalone=True, drift_interval=drift_interval)
     thread, stop = run_in_thread(options, timeout=WAIT)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(WAIT)
+        try:
+            if let_go:
+                for obj in kube.list(*LLMS):
+                    kube.delete(*LLMS, obj["metadata"]["name"])
+                wait_until(lambda: not kube.list(*LLMS), "the operator to release its LLMServices")
+        finally:
+            stop.set()
+            thread.join(WAIT)
         assert not thread.is_alive(), "the operator did not stop"
 
 

@@ -44,15 +44,15 @@ def test_injected_conflicts_throttling_and_server_errors_converge(apiserver: Api
         apiserver.inject("POST", f"/api/v1/namespaces/{ns}/secrets", 503, count=1),
         apiserver.inject("PATCH", f"/apis/llmfleet.io/v1alpha1/namespaces/{ns}/llmservices/chat/status", 409),
     ]
-    with running_operator(ns):
+    with running_operator(kube):
         kube.create(llmservice("chat", cache=True), namespace=ns)
         wait_until(lambda: names(children(kube, "chat")) == EVERYTHING, "every child despite the faults")
         kube.wait_for(*LLMS, "chat", has_condition("ModelAvailable", "False", "NoReplicasReady"), timeout=60)
+        assert len(children(kube, "chat")) == len(EVERYTHING)  # each exactly once
     assert [f.remaining for f in faults] == [0, 0, 0, 0, 0]
     assert errors("conflict") >= before["conflict"] + 3
     assert errors("server") >= before["server"] + 2
     assert errors("throttled") >= before["throttled"] + 1
-    assert len(children(kube, "chat")) == len(EVERYTHING)
     exposition = prometheus_client.generate_latest().decode()
     assert 'llmfleet_operator_errors_total{kind="conflict"}' in exposition
     assert "llmfleet_operator_reconcile_duration_seconds_bucket" in exposition
@@ -64,7 +64,7 @@ def test_restart_mid_reconcile_converges_without_duplicates_or_a_new_password(
     ns = kube.namespace
     # Every pass dies at the balancer Deployment: the model tier and the Secret exist, the rest not.
     stuck = apiserver.inject("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/chat-lb", 500, count=10_000)
-    with running_operator(ns):
+    with running_operator(kube, let_go=False):
         kube.create(llmservice("chat", cache=True), namespace=ns)
         wait_until(lambda: stuck.remaining < 10_000, "a pass to fail half-way")
     half = names(children(kube, "chat"))
@@ -73,12 +73,12 @@ def test_restart_mid_reconcile_converges_without_duplicates_or_a_new_password(
     stuck.remaining = 0
 
     passes = opmetrics.reconcile_count()
-    with running_operator(ns):
+    with running_operator(kube):
         wait_until(lambda: names(children(kube, "chat")) == EVERYTHING, "convergence after the restart")
         kube.wait_for(*LLMS, "chat", has_condition("LoadBalancerAvailable", "False", "LoadBalancerNotReady"))
         assert opmetrics.reconcile_count() > passes  # the new process did the work
-    assert len(children(kube, "chat")) == len(EVERYTHING)
-    assert kube.get("v1", "Secret", "chat-cache-auth")["data"] == password
+        assert len(children(kube, "chat")) == len(EVERYTHING)  # each exactly once
+        assert kube.get("v1", "Secret", "chat-cache-auth")["data"] == password
 
 
 def test_a_replica_acts_only_while_no_higher_priority_peer_is_alive(apiserver: ApiServer, kube: Kube) -> None:

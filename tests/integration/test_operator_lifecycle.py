@@ -50,7 +50,7 @@ CACHE_CHILDREN = {
 
 @pytest.fixture()
 def operator(kube: Kube) -> Iterator[None]:
-    with running_operator(kube.namespace, drift_interval=2.0):
+    with running_operator(kube, drift_interval=2.0):
         yield
 
 
