@@ -44,9 +44,9 @@ class PolicyConfig:
     down_window_s: float = 300.0
     down_percent_per_minute: float = 25.0
     down_tolerance: float = 0.1
-    breach_boost: float = 0.2
+    breach_boost: float = 0.1
     max_boost: float = 1.0
-    boost_half_life_s: float = 7200.0
+    boost_half_life_s: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,7 @@ class ScalerSettings:
     inflight_target: float = 0.8  # inflight HPA: fraction of a replica's batch
     headroom: float = 0.2
     oracle_utilisation: float = 0.9
+    oracle_smooth_s: int = 1
     min_replicas: int = 1
     max_replicas: int = 1000
     interval_s: int = 60
@@ -218,5 +219,5 @@ def make_scaler(
         both.metric, both.name = "inflight", "predictive-inflight"
         return both
     if kind == "oracle":
-        return OracleScaler(trace, config, utilisation=s.oracle_utilisation)
+        return OracleScaler(trace, config, utilisation=s.oracle_utilisation, smooth_s=s.oracle_smooth_s)
     raise ValueError(f"unknown scaler {kind!r}")
