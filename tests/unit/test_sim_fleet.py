@@ -87,8 +87,8 @@ def test_pending_replicas_cost_gpu_time_but_serve_nothing() -> None:
     assert (result.ready[:300] == 1).all() and (result.ready[300:] == 6).all()
     assert (result.starting[:300] == 5).all() and (result.starting[300:] == 0).all()
     assert result.gpu_hours == pytest.approx(6 * 1200 / 3600)
-    early = result.slo_met[result._group_t < 300].mean()
-    late = result.slo_met[result._group_t > 900].mean()
+    early = result.slo_met[result.arrival_s < 300].mean()
+    late = result.slo_met[result.arrival_s > 900].mean()
     assert early < 0.5 and late == 1.0  # one replica cannot serve 20 req/s; six can, once ready
 
 

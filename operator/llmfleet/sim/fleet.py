@@ -109,12 +109,13 @@ class SimResult:
     count: np.ndarray
     events: list[tuple[int, int]]
     slo_ttft_s: float
+    arrival_s: np.ndarray  # arrival time of each request group
     warmup_s: int = 0
 
     @property
     def scored(self) -> np.ndarray:
         """Groups arriving after the warm-up: the ones the SLO attainment counts."""
-        return np.asarray(self._group_t >= self.warmup_s)
+        return np.asarray(self.arrival_s >= self.warmup_s)
 
     @property
     def requests(self) -> float:
@@ -158,7 +159,7 @@ class SimResult:
         def per_step(x: np.ndarray) -> np.ndarray:
             return np.asarray(x[:n].reshape(-1, step_s).mean(axis=1))
 
-        sec = np.minimum(np.floor(self._group_t).astype(np.int64), self.ready.size - 1)
+        sec = np.minimum(np.floor(self.arrival_s).astype(np.int64), self.ready.size - 1)
         viol = np.bincount(sec, weights=self.weight * (1 - self.slo_met), minlength=self.ready.size)
         return {
             "t_s": np.arange(n // step_s) * float(step_s),
@@ -167,8 +168,6 @@ class SimResult:
             "total": per_step((self.ready + self.starting).astype(float)),
             "violations": per_step(viol) * step_s,
         }
-
-    _group_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def initial_replicas(trace: Trace, config: FleetConfig) -> int:
@@ -296,7 +295,7 @@ def _result(
         events=events,
         slo_ttft_s=config.slo_ttft_s,
         warmup_s=config.startup_delay_s if config.warmup_s is None else config.warmup_s,
-        _group_t=trace.group_t,
+        arrival_s=trace.group_t,
     )
 
 
