@@ -191,17 +191,17 @@ def build_registry(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, Opera
         SERVICE_LABEL: kopf.PRESENT,
     }
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as our own client: the pod's ServiceAccount or the kubeconfig.
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="configure")
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, config)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="stop-poker")
     async def cleanup(**_: Any) -> None:
         await operator.poker.close()
 
@@ -241,13 +241,13 @@ def build_registry(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, Opera
         if forget is not None:
             forget(namespace, name)
 
-    @kopf.on.event("apps", "v1", "deployments", labels=ours, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels=ours, registry=registry, id="poke-from-deployment")
     async def deployment_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         operator.poker.poke(namespace or "default", labels[SERVICE_LABEL])
 
     @kopf.on.event(
         "discovery.k8s.io", "v1", "endpointslices",
-        labels={ENDPOINTSLICE_SERVICE_LABEL: kopf.PRESENT}, registry=registry,
+        labels={ENDPOINTSLICE_SERVICE_LABEL: kopf.PRESENT}, registry=registry, id="poke-from-endpointslice",
     )  # fmt: skip
     async def endpointslice_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         service = labels[ENDPOINTSLICE_SERVICE_LABEL]

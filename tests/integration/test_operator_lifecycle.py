@@ -147,8 +147,14 @@ def test_cache_disabled_removes_its_children(kube: Kube, operator: None) -> None
 
 
 def test_child_status_drives_conditions_printer_fields_and_the_balancer(
-    apiserver: ApiServer, kube: Kube, operator: None
+    apiserver: ApiServer, kube: Kube
 ) -> None:
+    # No drift timer within the test: only the watches on Deployments and EndpointSlices can move the status.
+    with running_operator(kube, drift_interval=600):
+        _child_status_scenario(kube)
+
+
+def _child_status_scenario(kube: Kube) -> None:
     create(kube)
     kube.wait_for(*LLMS, "chat", has_condition("ModelAvailable", "False"))
     set_deployment_ready(kube, "chat-model", ready=2, desired=2)
