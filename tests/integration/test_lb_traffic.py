@@ -510,7 +510,10 @@ async def test_reload_with_changed_backends_drops_no_stream(engine: str, tmp_pat
         with supervised_balancer(tmp_path, service_spec(engine, "round-robin"), [a, b]) as lb:
             async with (
                 llmclient.session() as client,
-                llmclient.session(fresh_connections=True) as trickle_client,
+                # Requests around a reload each use a new connection: an idle keep-alive
+                # connection that the old worker closes just as a request is written to it is
+                # reset (ordinary keep-alive behaviour, see docs/dataplane.md), not a dropped request.
+                llmclient.session(fresh_connections=True) as fresh,
             ):
                 streams = Streams(client, lb.url)
                 placed = await streams.open(4, max_tokens=tokens)
@@ -520,20 +523,20 @@ async def test_reload_with_changed_backends_drops_no_stream(engine: str, tmp_pat
 
                 async def keep_asking() -> None:
                     while not stop.is_set() and len(trickle) < 300:
-                        trickle.append(await llmclient.complete(trickle_client, lb.url))
+                        trickle.append(await llmclient.complete(fresh, lb.url))
 
                 asker = asyncio.create_task(keep_asking())
                 assert await asyncio.to_thread(lb.update, endpoints([b, c])) == "reloaded"
 
                 async def reaches_c() -> None:
-                    while await short(client, lb.url) != "c":
+                    while await short(fresh, lb.url) != "c":
                         pass
 
                 await asyncio.wait_for(reaches_c(), timeout=30)
-                after_reload = [await short(client, lb.url) for _ in range(6)]
+                after_reload = [await short(fresh, lb.url) for _ in range(6)]
                 broken = "this is not a config\n"
                 assert await asyncio.to_thread(lb.update, endpoints([a]), broken) == "rejected"
-                after_rejected = [await short(client, lb.url) for _ in range(4)]
+                after_rejected = [await short(fresh, lb.url) for _ in range(4)]
                 stop.set()
                 await asyncio.wait_for(asker, timeout=30)
                 finished = await asyncio.wait_for(asyncio.gather(*streams.tasks), timeout=60)
