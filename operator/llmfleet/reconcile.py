@@ -47,7 +47,6 @@ from llmfleet.validation import InvalidService, validate_service
 logger = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "llmfleet.io/applied-hash"
-SECRET_KEY = "password"
 
 # The predictive-scaling seam (llmfleet.predictive.LivePredictor in production): given the
 # validated service, its previous status.predictive and the model's ready replicas, the latest
