@@ -546,3 +546,33 @@ async def test_reload_with_changed_backends_drops_no_stream(engine: str, tmp_pat
     assert set(after_reload) == {"b", "c"}, after_reload
     assert set(after_rejected) == {"b", "c"}, after_rejected
     print(f"{engine}: {len(trickle)} requests during the reload, all served; 4 streams finished in full")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_no_ready_replica_answers_503_with_retry_after(engine: str, tmp_path: Path) -> None:
+    """Rendered before any model replica is ready (no endpoints): a clear 503, not a hang or a 502."""
+    with load_balancer(tmp_path, service_spec(engine, "least-conn"), []) as lb:
+        async with llmclient.session() as client:
+            outcome = await llmclient.complete(client, lb.url)
+    assert outcome.status == 503, outcome
+    assert outcome.headers.get("Retry-After") == "1"
+    assert json.loads(outcome.body)["error"]["type"] == "service_unavailable"
+
+
+async def test_haproxy_queue_timeout_answers_503_with_retry_after(
+    fleet: list[Backend], tmp_path: Path
+) -> None:
+    """haproxy's queue is bounded in time: past ``timeouts.queueSeconds`` a waiting request gets 503."""
+    wait_idle(fleet[:2])
+    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 1})
+    with load_balancer(tmp_path, spec, fleet[:2]) as lb:
+        async with llmclient.session() as client:
+            # Two 100-token streams (4 s) take both slots; two more wait, longer than 1 s.
+            outcomes = await asyncio.gather(
+                *(llmclient.stream_completion(client, lb.url, 100) for _ in range(4))
+            )
+    served = [o for o in outcomes if o.ok]
+    timed_out = [o for o in outcomes if o.status == 503]
+    assert len(served) == 2 and len(timed_out) == 2, outcomes
+    assert all(o.headers.get("Retry-After") == "1" for o in timed_out)
+    assert all(json.loads(o.body)["error"]["code"] == 503 for o in timed_out)
