@@ -1,7 +1,7 @@
 """The rendered llamacpp model Deployment, run for real against the built llama-server.
 
 For every ``engine.kind: llamacpp`` sample in manifests/samples (and variants of each with
-``warmup: false`` and ``prefixCaching: false``), render the children with ``llmfleet render``,
+``warmup: false``, with one GPU, and with ``prefixCaching: false``), render the children with ``llmfleet render``,
 take the model container's command and args exactly as rendered, substitute only the model (the
 generated test model instead of the hub download) and the port (a free loopback port instead of
 the container port), start it, and check what the kubelet, the Service and Prometheus will see:
@@ -69,6 +69,8 @@ def variant(doc: dict[str, Any], name: str) -> dict[str, Any]:
     engine = out["spec"]["engine"]
     if name == "no-warmup":
         engine["warmup"] = False
+    elif name == "gpu":  # the CUDA image's flags; this CPU build accepts and ignores --n-gpu-layers
+        out["spec"].setdefault("resources", {})["gpu"] = {"count": 1}
     elif name == "no-prefix-caching":
         engine.setdefault("tuning", {})["prefixCaching"] = False
     else:
@@ -76,7 +78,7 @@ def variant(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-CASES = [(path, name) for path in llamacpp_samples() for name in ("as-is", "no-warmup")]
+CASES = [(path, name) for path in llamacpp_samples() for name in ("as-is", "no-warmup", "gpu")]
 
 
 @dataclass
