@@ -16,6 +16,8 @@ import contextlib
 import functools
 import json
 import math
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -576,3 +578,28 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     assert len(served) == 2 and len(timed_out) == 2, outcomes
     assert all(o.headers.get("Retry-After") == "1" for o in timed_out)
     assert all(json.loads(o.body)["error"]["code"] == 503 for o in timed_out)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_lb_pod_termination_finishes_open_streams(
+    engine: str, fleet: list[Backend], tmp_path: Path
+) -> None:
+    """SIGTERM to run.sh (what the kubelet sends the LB container): open streams still finish.
+
+    The script asks the balancer for a graceful stop (nginx QUIT, haproxy master USR1), waits
+    for it and exits 0; the pod's termination grace period is ``readSeconds`` + 5 for this.
+    """
+    wait_idle(fleet)
+    tokens = 60
+    with supervised_balancer(tmp_path, service_spec(engine, "least-conn"), fleet) as lb:
+        async with llmclient.session() as client:
+            streams = Streams(client, lb.url)
+            await streams.open(3, max_tokens=tokens)
+            os.kill(lb.process.pid, signal.SIGTERM)  # the script only, as the kubelet does (PID 1)
+            finished = await asyncio.wait_for(asyncio.gather(*streams.tasks), timeout=60)
+        exit_code = await asyncio.to_thread(lb.process.proc.wait, 30)
+        async with llmclient.session() as late_client:
+            refused = await llmclient.complete(late_client, lb.url)
+    assert all(o.ok and o.tokens == tokens for o in finished), finished
+    assert exit_code == 0, lb.log()[-2000:]
+    assert refused.status is None and refused.error, "the balancer stopped listening"
