@@ -443,6 +443,30 @@ async def test_rate_limit_answers_429_per_client_beyond_the_rate(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+async def test_rate_limit_behind_the_gateway_is_per_forwarded_client(
+    engine: str, fleet: list[Backend], tmp_path: Path
+) -> None:
+    """With the caching gateway in front every request comes from the gateway's address; the
+    limit applies to the end client the gateway appends to ``X-Forwarded-For``."""
+    wait_idle(fleet)
+    spec = service_spec(engine, "least-conn", cache=True, rateLimit={"requestsPerSecond": 3, "burst": 2})
+    flooder_ip, other_ip = (
+        {"X-Forwarded-For": "203.0.113.7"},
+        {"X-Forwarded-For": "198.51.100.1, 203.0.113.8"},
+    )
+    with load_balancer(tmp_path, spec, fleet) as lb:
+        async with llmclient.session() as gateway:
+            flood = [await llmclient.complete(gateway, lb.url, headers=flooder_ip) for _ in range(30)]
+            other = [await llmclient.complete(gateway, lb.url, headers=other_ip) for _ in range(2)]
+    statuses = collections.Counter(o.status for o in flood)
+    assert statuses[429] >= 1 and statuses[200] >= 1, statuses
+    assert statuses[200] + statuses[429] == len(flood), statuses
+    assert [o.status for o in other] == [200, 200], (
+        "another end client behind the same gateway is not limited"
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_concurrency_cap_per_replica(engine: str, fleet: list[Backend], tmp_path: Path) -> None:
     """18 concurrent streams, 3 backends, ``maxConcurrencyPerReplica: 3``.
 

@@ -39,11 +39,14 @@ CONFIG_FILE = {"nginx": "nginx.conf", "haproxy": "haproxy.cfg"}
 SERVICE_NAME = "chat"
 
 
-def service_spec(engine: str, strategy: str = "least-conn", **load_balancer: Any) -> LLMServiceSpec:
+def service_spec(
+    engine: str, strategy: str = "least-conn", cache: bool = False, **load_balancer: Any
+) -> LLMServiceSpec:
     """A validated spec whose load balancer is ``engine``/``strategy`` plus camelCase ``load_balancer`` fields.
 
     The model side is a vLLM-like engine (health path ``/health``, upstream keepalive), which is
-    what the sim-server imitates; the response cache is off so the balancer sees clients directly.
+    what the sim-server imitates. The response cache is off unless ``cache``: with it on, the
+    caching gateway is the balancer's client and the config trusts its ``X-Forwarded-For``.
     """
     lb: dict[str, Any] = {"engine": engine, "strategy": strategy, **load_balancer}
     if strategy == "session-affinity":
@@ -57,7 +60,7 @@ def service_spec(engine: str, strategy: str = "least-conn", **load_balancer: Any
             "engine": {"kind": "vllm"},
             "resources": {"gpu": {"count": 1}},
             "loadBalancer": lb,
-            "cache": {"enabled": False},
+            "cache": {"enabled": cache},
         },
     }
     return validate_service(obj).spec
