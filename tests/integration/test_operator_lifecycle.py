@@ -13,9 +13,11 @@ import pytest
 
 from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
+from tests.emulator.fixtures import e2e_enabled
 from tests.integration.operator_harness import (
     LLMS,
     children,
+    collect_garbage_now,
     condition,
     has_condition,
     llmservice,
@@ -198,13 +200,20 @@ def test_invalid_spec_is_reported_without_a_crash_loop(kube: Kube, operator: Non
     kube.wait_for("apps/v1", "Deployment", "chat-model", lambda d: True)
 
 
-def test_deleted_object_is_let_go(kube: Kube, operator: None) -> None:
+def test_deleted_object_is_let_go(request: pytest.FixtureRequest, kube: Kube, operator: None) -> None:
     create(kube, cache=True)
     kube.wait_for(*LLMS, "chat", lambda o: "llmfleet.io/finalizer" in o["metadata"].get("finalizers", []))
     wait_until(lambda: len(children(kube, "chat")) == len(BASE_CHILDREN | CACHE_CHILDREN), "every child")
     kube.delete(*LLMS, "chat")
-    kube.wait_gone(*LLMS, "chat", timeout=30)
-    wait_until(lambda: children(kube, "chat") == [], "garbage collection of the children")
+    kube.wait_gone(*LLMS, "chat", timeout=30)  # the finalizer was released
+    emulator = None if e2e_enabled(request.config) else request.getfixturevalue("apiserver")
+
+    def collected() -> bool:
+        if emulator is not None:
+            collect_garbage_now(emulator)
+        return children(kube, "chat") == []
+
+    wait_until(collected, "garbage collection of the children")
 
 
 def test_predictive_scaling_reports_an_unreachable_prometheus(kube: Kube, operator: None) -> None:
