@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -224,7 +225,7 @@ async def test_session_affinity_moves_a_session_only_beyond_the_backend_bound(
     nginx's hash honours by walking on to the next backend on the ring.
     """
     wait_idle(fleet)
-    extra = {"maxConcurrencyPerReplica": cap} if cap else {}
+    extra: dict[str, Any] = {"maxConcurrencyPerReplica": cap} if cap else {}
     with load_balancer(tmp_path, service_spec(engine, "session-affinity", **extra), fleet) as lb:
         async with llmclient.session() as client:
             home = await short(client, lb.url, {SESSION: "heavy"})
