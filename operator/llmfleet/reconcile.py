@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 
 from llmfleet.api import ConditionType, LLMService
-from llmfleet.kube import Kube, Obj
+from llmfleet.kube import ApiRejected, Kube, Obj
 from llmfleet.quantity import is_quantity, parse_quantity
 from llmfleet.render import Endpoint, RenderContext, child_key, render_children
 from llmfleet.render.cache import password_secret
@@ -282,12 +282,22 @@ def now_rfc3339() -> str:
 
 def execute(kube: Kube, obj: Obj, todo: Plan) -> None:
     """Carry out a plan in a safe order: Secrets before the pods that mount them, applies in render
-    order (config before workloads), deletions after, status and Events last."""
+    order (config before workloads), deletions after, status and Events last.
+
+    A child the API server rejects for good (say, an immutable PVC field) does not hold the
+    others back: the rest is applied, then the rejection is raised. A transient failure stops the
+    pass at once; the retry converges from wherever it stopped.
+    """
     meta = obj["metadata"]
+    rejected: list[ApiRejected] = []
     for secret in todo.create_secrets:
         kube.create_secret_once(secret.manifest, secret.key)
     for manifest in todo.apply:
-        kube.apply(manifest)
+        try:
+            kube.apply(manifest)
+        except ApiRejected as e:
+            rejected.append(e)
+            continue
         logger.info("applied %s %s", manifest["kind"], manifest["metadata"]["name"])
     for live in todo.delete:
         m = live["metadata"]
@@ -297,6 +307,8 @@ def execute(kube: Kube, obj: Obj, todo: Plan) -> None:
         kube.patch_status(meta.get("namespace") or "default", meta["name"], todo.status)
     for event in todo.events:
         kube.post_event(obj, event.type, event.reason, event.message)
+    if rejected:  # kopf logs it and posts it as a Warning Event on the LLMService
+        raise ApiRejected("; ".join(str(e) for e in rejected), status=rejected[0].status)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from llmfleet.kube import ApiRejected, ApiRetry, backoff, map_error
-from llmfleet.reconcile import HASH_ANNOTATION, Observed, Plan, contains, plan, ready_endpoints
+from llmfleet.reconcile import HASH_ANNOTATION, Observed, Plan, contains, execute, plan, ready_endpoints
 from llmfleet.render import Endpoint, child_key
 from llmfleet.validation import validate_service
 from tests.specs import minimal, service
@@ -321,3 +321,47 @@ def test_invalid_requests_are_permanent_with_the_servers_message(status: int) ->
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff(n, 5.0) for n in range(3)] == [5.0, 10.0, 20.0]
     assert backoff(30, 5.0) == 120.0
+
+
+class RecordingKube:
+    """Records calls; rejects applies of the named kinds like an API server enforcing immutability."""
+
+    def __init__(self, reject: set[str]) -> None:
+        self.reject = reject
+        self.calls: list[tuple[str, str]] = []
+
+    def create_secret_once(self, manifest: Obj, key: str) -> bool:
+        self.calls.append(("create", manifest["metadata"]["name"]))
+        return True
+
+    def apply(self, manifest: Obj) -> Obj:
+        if manifest["kind"] in self.reject:
+            raise ApiRejected(f"apply {manifest['kind']}: field is immutable", status=422)
+        self.calls.append(("apply", manifest["kind"]))
+        return manifest
+
+    def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None, uid: str | None = None
+    ) -> None:
+        self.calls.append(("delete", kind))
+
+    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        self.calls.append(("status", name))
+
+    def post_event(self, owner: Obj, event_type: str, reason: str, message: str) -> None:
+        self.calls.append(("event", reason))
+
+
+def test_execute_orders_writes_and_does_not_let_one_rejection_block_the_rest() -> None:
+    obj = llms(
+        cache={"enabled": True},
+        model={"uri": "hf://org/model-GGUF/model.Q4_K_M.gguf", "cache": {"size": "2Gi"}},
+    )
+    todo = plan_for(obj, Observed({}, ()))
+    kube = RecordingKube(reject={"PersistentVolumeClaim"})
+    with pytest.raises(ApiRejected, match="immutable"):
+        execute(kube, obj, todo)  # type: ignore[arg-type]
+    verbs = [verb for verb, _ in kube.calls]
+    assert verbs[0] == "create"  # the Secret before the pods that mount it
+    assert verbs.count("apply") == len(todo.apply) - 1  # everything but the rejected claim
+    assert verbs.index("status") > max(i for i, v in enumerate(verbs) if v == "apply")
