@@ -20,6 +20,7 @@ default headroom. Writes ``bench/results/autoscaling.json`` and ``autoscaling.pn
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -61,6 +62,30 @@ def point(result: SimResult, setting: float) -> dict[str, float]:
 def cheapest(points: list[dict[str, Any]], goal: float) -> dict[str, Any] | None:
     ok = [p for p in points if p["attainment"] >= goal]
     return min(ok, key=lambda p: p["gpu_hours"]) if ok else None
+
+
+def cost_at(points: list[dict[str, Any]], level: float) -> float | None:
+    """GPU-hours to reach ``level`` attainment along a sweep, interpolating between its points."""
+    ordered = sorted(points, key=lambda p: p["gpu_hours"])
+    costs = [p["gpu_hours"] for p in ordered if p["attainment"] >= level]
+    for lo, hi in itertools.pairwise(ordered):
+        if lo["attainment"] < level <= hi["attainment"]:
+            share = (level - lo["attainment"]) / (hi["attainment"] - lo["attainment"])
+            costs.append(lo["gpu_hours"] + share * (hi["gpu_hours"] - lo["gpu_hours"]))
+    return min(costs) if costs else None
+
+
+def closure_at_common_level(case: dict[str, Any], goal: float) -> dict[str, Any]:
+    """Gap closure at the highest attainment (<= goal) that the in-flight HPA and predictive both
+    reach: defined even on traces where no reactive setting reaches the goal."""
+    sweeps = case["sweeps"]
+    level = min(goal, *(max(p["attainment"] for p in sweeps[k]) for k in ("hpa-inflight", "predictive")))
+    level = round(level - 5e-6, 5)
+    hpa, pred, oracle = (cost_at(sweeps[k], level) for k in ("hpa-inflight", "predictive", "oracle"))
+    gap = None
+    if hpa is not None and pred is not None and oracle is not None and hpa > oracle:
+        gap = round((hpa - pred) / (hpa - oracle), 4)
+    return {"level": level, "hpa_inflight": hpa, "predictive": pred, "oracle": oracle, "gap_closure": gap}
 
 
 def closure(
@@ -130,7 +155,9 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
             best["hpa-inflight"], best["predictive-inflight"], best["oracle"]
         ),
     }
-    return {"trace": trace.name, "startup_delay_s": delay, "sweeps": sweeps, "best": best, "summary": summary}
+    case = {"trace": trace.name, "startup_delay_s": delay, "sweeps": sweeps, "best": best, "summary": summary}
+    summary["at_common_level"] = closure_at_common_level(case, goal)
+    return case
 
 
 def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
@@ -155,12 +182,12 @@ def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
         ax = axes[delays.index(case["startup_delay_s"])][names.index(case["trace"])]
         for name, points in case["sweeps"].items():
             if name == "oracle":
-                points = [p for p in points if p is case["best"]["oracle"]] or points[:1]
+                points = [p for p in points if p == case["best"]["oracle"]] or points[:1]
             xs = [p["gpu_hours"] for p in points]
-            ys = [100 * (1 - p["attainment"]) for p in points]
+            ys = [max(100 * (1 - p["attainment"]), 0.01) for p in points]
             ax.plot(xs, ys, styles[name], label=name, ms=5 if name != "oracle" else 12)
         ax.axhline(100 * (1 - goal), color="grey", lw=0.8, ls="--")
-        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_yscale("log")
         ax.set_title(f"{case['trace']} startup {case['startup_delay_s']} s", fontsize=9)
         ax.set_xlabel("GPU-hours")
         ax.set_ylabel("% requests over TTFT SLO")
@@ -181,7 +208,12 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
+    parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print(markdown(json.load(f)))
+        return 0
     if args.merge:
         merged: list[dict[str, Any]] = []
         runtime = 0.0
@@ -231,6 +263,39 @@ def main() -> int:
     }
     write(args.out, result, args.goal)
     return 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary table of docs/autoscaling.md."""
+
+    def gpu(p: dict[str, Any] | None) -> str:
+        return f"{p['gpu_hours']:.0f} ({p['attainment']:.2%})" if p else "never"
+
+    def pct(x: float | None) -> str:
+        return f"{x:.0%}" if x is not None else "n/a"
+
+    rows = [
+        "| trace | startup | oracle | HPA queue depth | HPA in-flight | predictive tuned (headroom) "
+        "| predictive default | gap closed at 99%: tuned / default | predictive + in-flight HPA "
+        "| common level | GPU-h there: HPA in-flight / predictive / oracle | gap closed there |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in result["cases"]:
+        best, s = case["best"], case["summary"]
+        common = closure_at_common_level(case, result["goal"])
+        tuned = best["predictive"]
+        tuned_txt = f"{gpu(tuned)} (h={tuned['setting']:g})" if tuned else "never"
+        there = " / ".join(
+            f"{common[k]:.0f}" if common[k] is not None else "-"
+            for k in ("hpa_inflight", "predictive", "oracle")
+        )
+        rows.append(
+            f"| {case['trace']} | {case['startup_delay_s']} s | {gpu(best['oracle'])} | {gpu(best['hpa'])} "
+            f"| {gpu(best['hpa-inflight'])} | {tuned_txt} | {gpu(s['predictive_default'])} "
+            f"| {pct(s['gap_closure_tuned_vs_hpa_inflight'])} / {pct(s['gap_closure_default_vs_hpa_inflight'])} "
+            f"| {gpu(best['predictive-inflight'])} | {common['level']:.2%} | {there} | {pct(common['gap_closure'])} |"
+        )
+    return "\n".join(rows)
 
 
 def write(out: str, result: dict[str, Any], goal: float) -> None:
