@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,3 +158,32 @@ def test_state_round_trip_lowers_the_floor_only_after_sustained_slack() -> None:
     assert floors[0] == high  # not at once
     assert floors[-1] < high  # but eventually
     assert floors == sorted(floors, reverse=True)
+
+
+def test_status_payload_and_resume_after_restart() -> None:
+    rec = recommend(CFG, metrics(np.full(120, 20.0)), None, NOW, ready_replicas=5)
+    status = rec.status("2026-01-01T00:00:00Z")
+    assert status == {
+        "forecastRequestsPerSecond": 20.0,
+        "recommendedReplicas": 5,
+        "reason": rec.reason,
+        "updatedAt": "2026-01-01T00:00:00Z",
+    }
+    resumed = recommend(CFG, metrics(np.full(120, 20.0)), LiveState.resume(12), NOW, ready_replicas=12)
+    assert resumed.replicas == 12  # the restored floor holds: no window of evidence yet
+    assert LiveState.resume(None).floor == 0
+
+
+def test_config_from_the_api_spec() -> None:
+    yaml = pytest.importorskip("yaml")
+    from llmfleet import api
+
+    sample = Path(__file__).parents[2] / "manifests" / "samples" / "vllm-1gpu-cached.yaml"
+    if not sample.exists():
+        pytest.skip("sample manifest not present")
+    spec = api.LLMServiceSpec.model_validate(yaml.safe_load(sample.read_text())["spec"])
+    config = LiveConfig.from_spec(spec)
+    assert config.min_replicas == spec.replicas.min
+    assert config.headroom == spec.autoscaling.predictive.headroom
+    rec = recommend(spec, MetricsUnavailable("down"), None, NOW, ready_replicas=1)
+    api.PredictiveStatus.model_validate(rec.status("2026-01-01T00:00:00Z"))

@@ -80,6 +80,12 @@ class LiveState:
     learned_capacity_rps: float | None = None  # measured while saturated
     capacity_lower_bound_rps: float = 0.0  # highest per-replica rate served without saturation
 
+    @classmethod
+    def resume(cls, recommended_replicas: int | None) -> LiveState:
+        """After an operator restart: hold ``status.predictive.recommendedReplicas`` until a full
+        scale-down window of new evidence says it can go lower."""
+        return cls(floor=recommended_replicas or 0)
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -89,6 +95,15 @@ class Recommendation:
     healthy: bool  # PredictiveScaling condition status
     condition_reason: str  # PredictiveScaling condition reason (CamelCase)
     state: LiveState
+
+    def status(self, updated_at: str) -> dict[str, Any]:
+        """``status.predictive`` in API (camelCase) form; ``updated_at`` is RFC 3339."""
+        return {
+            "forecastRequestsPerSecond": round(self.forecast_rps, 3),
+            "recommendedReplicas": self.replicas,
+            "reason": self.reason[:1024],
+            "updatedAt": updated_at,
+        }
 
 
 def _hold(config: LiveConfig, previous: LiveState, reason: str, why: str) -> Recommendation:
