@@ -9,12 +9,16 @@ counts after the same workload.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.llama import LlamaServer, llama_server, tiny_model
+from tests.support.process import wait_until
 from tests.support.simserver import SimServer, sim_server
 
 pytestmark = [pytest.mark.realengine, pytest.mark.timeout(240)]
@@ -104,3 +108,43 @@ def llamacpp_values(text: str) -> dict[str, float]:
             sample, _, value = line.rpartition(" ")
             values[sample.split("{", 1)[0]] = float(value)
     return values
+
+
+def run_beyond_the_slots(server: LlamaServer | SimServer, slots: int, max_tokens: int) -> list[int]:
+    """Start slots + 2 streams, wait until the server reports slots processing and 2 deferred;
+    return each stream's token count."""
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+    counts: list[int] = []
+
+    def one(i: int) -> None:
+        body = {"model": model, "prompt": f"slot {i}", "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
+        with httpx.Client(base_url=server.url, timeout=httpx.Timeout(240.0, connect=5.0)) as http, \
+                http.stream("POST", "/v1/completions", json=body) as response:  # fmt: skip
+            events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+        counts.append(sum(1 for e in events if e.get("choices") and e["choices"][0].get("text")))
+
+    def saturated() -> bool:
+        values = llamacpp_values(server.metrics_text())
+        return values["llamacpp:requests_processing"] == slots and values["llamacpp:requests_deferred"] == 2
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(slots + 2)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(saturated, timeout=120, interval=0.02, what=f"{slots} processing and 2 deferred on {server.url}")
+    finally:
+        for thread in threads:
+            thread.join(timeout=240)
+    return counts
+
+
+def test_slots_and_deferred_queue_behave_alike(tmp_path: Path) -> None:
+    """SLOTS + 2 concurrent streams: both run SLOTS at once and report the other two as deferred,
+    and every stream still runs to max_tokens."""
+    slots, max_tokens = 2, 96
+    flags = ("--parallel", str(slots), "--ctx-size", str(512 * slots), "--metrics")
+    with llama_server(tmp_path, tiny_model("small"), *flags) as real_server:
+        assert run_beyond_the_slots(real_server, slots, max_tokens) == [max_tokens] * (slots + 2)
+    with sim_server(tmp_path, metrics_flavor="llamacpp", max_num_seqs=slots, decode_base_seconds=0.05) as sim_srv:
+        assert run_beyond_the_slots(sim_srv, slots, max_tokens) == [max_tokens] * (slots + 2)
