@@ -207,6 +207,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 ServeGen days, fewer sweep points")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--burst-cv", type=float, default=None, help="ServeGen 10 s intensity cv cap (sensitivity; default 2)"
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
@@ -240,7 +243,8 @@ def main() -> int:
     config = FleetConfig()
     for name in args.trace or list(TRACES):
         path = os.path.join(args.traces_dir, TRACES[name])
-        trace = replace(load_trace(path, config.capacity, days=args.days), name=name)
+        extra = {"max_block_cv": args.burst_cv} if args.burst_cv is not None else {}
+        trace = replace(load_trace(path, config.capacity, days=args.days, **extra), name=name)
         for delay in args.delays:
             case = run_case(trace, delay, args)
             cases.append(case)
@@ -257,6 +261,7 @@ def main() -> int:
     result = {
         "goal": args.goal,
         "days": args.days,
+        "burst_cv": args.burst_cv,
         "default_headroom": DEFAULT_HEADROOM,
         "runtime_s": round(time.monotonic() - started, 1),
         "cases": cases,

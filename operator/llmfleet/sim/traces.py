@@ -144,7 +144,13 @@ def servegen_windows(folder: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_servegen(
-    folder: str, *, mean_rate: float, seed: int = 0, days: float | None = None, name: str | None = None
+    folder: str,
+    *,
+    mean_rate: float,
+    seed: int = 0,
+    days: float | None = None,
+    name: str | None = None,
+    max_block_cv: float = MAX_BLOCK_CV,
 ) -> Trace:
     """A ServeGen model folder as per-second buckets with the total rescaled to ``mean_rate``."""
     rate, var = servegen_windows(folder)
@@ -159,7 +165,7 @@ def load_servegen(
     dispersion = np.where(rate > 0, var / np.maximum(rate, 1e-12), 1.0)  # index of dispersion c^2
     # Gamma intensity per block: count variance over a window = W*m + W*m^2*block*g  ==  W*m*D.
     gamma_var = np.minimum(
-        np.maximum(dispersion - 1.0, 0.0) / np.maximum(mean * BURST_BLOCK_S, 1e-12), MAX_BLOCK_CV**2
+        np.maximum(dispersion - 1.0, 0.0) / np.maximum(mean * BURST_BLOCK_S, 1e-12), max_block_cv**2
     )
     rng = np.random.default_rng(seed)
     blocks_per_window = SERVEGEN_WINDOW_S // BURST_BLOCK_S
@@ -226,6 +232,7 @@ def load_trace(
     load_replicas: float = 16.0,
     seed: int = 0,
     days: float | None = None,
+    max_block_cv: float = MAX_BLOCK_CV,
 ) -> Trace:
     """Load a CSV or ServeGen folder with its mean load rescaled to ``load_replicas`` replicas.
 
@@ -235,7 +242,9 @@ def load_trace(
     if os.path.isdir(path):
         probe = load_servegen(path, mean_rate=1.0, seed=seed, days=min(days or 1.0, 1.0))
         cost = probe.mean_request_cost(capacity)
-        return load_servegen(path, mean_rate=load_replicas / cost, seed=seed, days=days)
+        return load_servegen(
+            path, mean_rate=load_replicas / cost, seed=seed, days=days, max_block_cv=max_block_cv
+        )
     native = load_azure(path)
     offered = float(native.work(capacity).sum()) / native.seconds
     return load_azure(path, scale=load_replicas / max(offered, 1e-12))
