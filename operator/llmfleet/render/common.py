@@ -17,12 +17,14 @@ from llmfleet import FIELD_MANAGER, GROUP, KIND, VERSION, __version__
 Manifest = dict[str, Any]
 
 # Pinned images, one place. Each tag was chosen for a known flag set; see docs/engines.md.
+# llama.cpp b11312 is the commit hack/build-llama-server.sh builds, so the real-engine tests run
+# the very flags this image gets.
 DEFAULT_IMAGES: dict[str, str] = {
     "vllm": "vllm/vllm-openai:v0.11.0",
     "tgi": "ghcr.io/huggingface/text-generation-inference:3.3.6",
     "sglang": "lmsysorg/sglang:v0.5.3-cu126",
-    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-b6715",
-    "llamacpp-cuda": "ghcr.io/ggml-org/llama.cpp:server-cuda-b6715",
+    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-b11312",
+    "llamacpp-cuda": "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312",
     "ollama": "ollama/ollama:0.12.3",
     "nginx": "nginxinc/nginx-unprivileged:1.27.2-alpine",
     "haproxy": "haproxy:2.9.11-alpine",

@@ -18,6 +18,7 @@ from llmfleet.api import EngineKind, LLMServiceSpec, Quantization
 from llmfleet.render.common import Manifest, RenderContext
 
 HTTP_PORT = 8000
+LLAMACPP_DEFAULT_CONTEXT = 4096  # tokens per slot when engine.tuning.contextLength is omitted
 CACHE_DIR = "/models-cache"
 SOURCE_DIR = "/models"
 
@@ -251,11 +252,18 @@ def _llamacpp(spec: LLMServiceSpec, name: str, loc: ModelLocation, ctx: RenderCo
     args += ["--host", "0.0.0.0", "--port", str(HTTP_PORT), "--alias", name, "--metrics"]
     slots = t.max_concurrent_sequences or 1
     args += ["--parallel", str(slots)]
-    if t.context_length:
-        # llama.cpp splits --ctx-size across the slots: the per-sequence length times the slots.
-        args += ["--ctx-size", str(t.context_length * slots)]
+    # llama.cpp splits --ctx-size across the slots: the per-sequence length times the slots.
+    # Always set: without it this llama.cpp gives every slot the model's full training context.
+    args += ["--ctx-size", str((t.context_length or LLAMACPP_DEFAULT_CONTEXT) * slots)]
     if t.prefix_caching:
         args += ["--cache-reuse", "256"]
+    elif t.prefix_caching is False:
+        args += ["--no-cache-prompt", "--cache-ram", "0"]
+    if t.prefix_caching is not False and spec.resources.memory:
+        # The host-RAM prompt cache defaults to 8 GiB and counts against the pod's memory limit.
+        from llmfleet.quantity import to_bytes
+
+        args += ["--cache-ram", str(min(8192, to_bytes(spec.resources.memory) // 2**20 // 4))]
     if gpus:
         args += ["--n-gpu-layers", "999"]
     elif spec.resources.cpu:
