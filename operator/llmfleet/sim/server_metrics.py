@@ -138,7 +138,8 @@ class SimMetrics(Collector):
             yield from self._collect_llamacpp()
 
     def _collect_llamacpp(self) -> Iterator[Metric]:
-        """llama-server's /metrics names (tools/server/server.cpp); no labels, as there."""
+        """llama-server's /metrics names (tools/server/server.cpp); no labels, as there, and
+        nothing the pinned llama-server lacks (tests/integration/test_sim_llamacpp_contract.py)."""
         engine = self.engine
 
         def counter(name: str, doc: str, value: float) -> Metric:
@@ -166,12 +167,7 @@ class SimMetrics(Collector):
         yield gauge(
             "llamacpp:predicted_tokens_seconds", "Average generation throughput in tokens/s.", predicted_rate
         )
-        yield gauge(
-            "llamacpp:kv_cache_usage_ratio",
-            "KV-cache usage. 1 means 100 percent usage.",
-            engine.kv_cache_usage,
-        )
-        kv_tokens = sum(seq.prompt_tokens + seq.generated for seq in engine.running)
-        yield gauge("llamacpp:kv_cache_tokens", "KV-cache tokens.", kv_tokens)
+        # No KV-cache gauge: llama.cpp removed kv_cache_usage_ratio and kv_cache_tokens (2025),
+        # so a query built on them would never see data from a real llama-server.
         yield gauge("llamacpp:requests_processing", "Number of requests processing.", engine.num_running)
         yield gauge("llamacpp:requests_deferred", "Number of requests deferred.", engine.num_waiting)
