@@ -10,7 +10,8 @@ with a virtual clock, which is how the tests (and a fleet simulator) use it with
 
 Latency model (all times in seconds)::
 
-    step      = decode_base + decode_per_seq * running + prefill_per_token * admitted_prompt_tokens
+    step      = decode_base + decode_per_seq * running
+                + (prefill_base if the step admits a request) + prefill_per_token * admitted_prompt_tokens
     TTFT      = time queued + the step that admits (and prefills) the request
     ITL       = the duration of each later step
 """
@@ -56,6 +57,7 @@ class EngineConfig:
     kv_cache_tokens: int = 131072
     max_model_len: int = 8192
     prefill_seconds_per_token: float = 0.0001
+    prefill_base_seconds: float = 0.0
     decode_base_seconds: float = 0.015
     decode_per_seq_seconds: float = 0.0002
     output_tokens_dist: str = "max_tokens"
@@ -65,7 +67,12 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens", "max_model_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("prefill_seconds_per_token", "decode_base_seconds", "decode_per_seq_seconds"):
+        for name in (
+            "prefill_seconds_per_token",
+            "prefill_base_seconds",
+            "decode_base_seconds",
+            "decode_per_seq_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.decode_base_seconds + self.decode_per_seq_seconds <= 0:
@@ -225,6 +232,7 @@ class Engine:
             config.decode_base_seconds
             + config.decode_per_seq_seconds * len(self.running)
             + config.prefill_seconds_per_token * batched
+            + (config.prefill_base_seconds if admitted else 0.0)
         )
         self._step = (now, duration, admitted)
         return duration

@@ -44,7 +44,7 @@ class _LoadProfile(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         try:
-            profile = json.loads(Path(str(values)).read_text())
+            profile = json.loads(profile_path(str(values)).read_text())
         except (OSError, ValueError) as error:
             parser.error(f"--profile {values}: {error}")
         if not isinstance(profile, dict):
@@ -65,6 +65,18 @@ class _LoadProfile(argparse.Action):
                 except (TypeError, ValueError):
                     parser.error(f"--profile {values}: bad value for {key}: {value!r}")
         namespace.profile = values
+
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+def profile_path(value: str) -> Path:
+    """A profile file, or the name of one shipped in llmfleet/sim/profiles (``llamacpp-tiny-cpu``)."""
+    path = Path(value)
+    bundled = PROFILES_DIR / f"{value}.json"
+    if not path.exists() and path.name == value and bundled.is_file():
+        return bundled
+    return path
 
 
 PROFILE_KEYS = {f.name for f in fields(EngineConfig)} | {
@@ -117,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE.json",
         help="JSON object of model parameters (keys: the flag names below marked [profile], "
-        "with underscores); flags given on the command line win",
+        "with underscores), or the name of a shipped profile (llamacpp-tiny-cpu); flags given "
+        "on the command line win",
     )
     server.add_argument("--access-log", action="store_true", help="log every request (costs CPU)")
     server.add_argument(
@@ -164,6 +177,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nonneg_float,
         DEFAULTS.prefill_seconds_per_token,
         "prefill cost per prompt token, added to the step that admits the request",
+    )
+    profiled(
+        "--prefill-base-seconds",
+        nonneg_float,
+        DEFAULTS.prefill_base_seconds,
+        "fixed cost added to a step that admits (prefills) at least one request: the TTFT "
+        "intercept beyond one decode step (llama-server: about 20 ms on the CPU test model)",
     )
     profiled(
         "--decode-base-seconds",
