@@ -169,5 +169,14 @@ class SimMetrics(Collector):
         )
         # No KV-cache gauge: llama.cpp removed kv_cache_usage_ratio and kv_cache_tokens (2025),
         # so a query built on them would never see data from a real llama-server.
-        yield gauge("llamacpp:requests_processing", "Number of requests processing.", engine.num_running)
-        yield gauge("llamacpp:requests_deferred", "Number of requests deferred.", engine.num_waiting)
+        # llama-server gives an arriving request a free slot at once (processing, prefilled in its
+        # next batch) and defers only what finds every slot taken; the engine's queue also holds
+        # requests waiting for the next step, so split it the same way.
+        free_slots = max(0, engine.config.max_num_seqs - engine.num_running)
+        assigned = min(engine.num_waiting, free_slots)
+        yield gauge(
+            "llamacpp:requests_processing", "Number of requests processing.", engine.num_running + assigned
+        )
+        yield gauge(
+            "llamacpp:requests_deferred", "Number of requests deferred.", engine.num_waiting - assigned
+        )
