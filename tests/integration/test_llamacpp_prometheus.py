@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,8 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 
 from tests.support.llama import LlamaServer, llama_server, tiny_model
-from tests.support.process import free_port, http_ok, managed, require_binary, wait_until
+from tests.support.process import wait_until
+from tests.support.prometheus import eventually, run_prometheus, scalar
 
 pytestmark = [pytest.mark.realengine, pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -32,25 +31,6 @@ QUEUE_PER_REPLICA = "avg(llamacpp:requests_deferred)"  # what an HPA AverageValu
 RUNNING = "sum(llamacpp:requests_processing)"
 TOKEN_RATE = "sum(rate(llamacpp:tokens_predicted_total[10s]))"
 PROMPT_RATE = "sum(rate(llamacpp:prompt_tokens_total[10s]))"
-
-
-def scalar(prometheus: PrometheusConnect, query: str) -> float:
-    result = prometheus.custom_query(query)
-    return float(result[0]["value"][1]) if result else math.nan
-
-
-def eventually(prometheus: PrometheusConnect, query: str, good: Callable[[float], bool], what: str) -> float:
-    seen: list[float] = []
-
-    def check() -> bool:
-        seen.append(scalar(prometheus, query))
-        return good(seen[-1])
-
-    try:
-        wait_until(check, 90, interval=0.5, what=what)
-    except TimeoutError as error:
-        raise AssertionError(f"no {what}: {query} was {seen[-5:]}") from error
-    return seen[-1]
 
 
 class Load:
@@ -94,47 +74,30 @@ class Load:
             thread.join(timeout=120)
 
 
-@contextlib.contextmanager
-def run_prometheus(tmp_path: Path, servers: list[LlamaServer]) -> Iterator[str]:
-    targets = ", ".join(f"'127.0.0.1:{server.port}'" for server in servers)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: llamacpp\n    static_configs: [{{targets: [{targets}]}}]\n"
-    )
-    port = free_port()
-    argv = [require_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with managed(argv, tmp_path / "prometheus.log", ready=lambda: http_ok(f"{url}/-/ready"), timeout=60):
-        yield url
-
-
 def test_queue_and_load_signals_follow_a_rising_load(tmp_path: Path) -> None:
     model = tiny_model("small")  # slow enough that requests overlap and queue
     with contextlib.ExitStack() as stack:
         flags = ("--parallel", str(SLOTS), "--ctx-size", str(512 * SLOTS), "--metrics")
         servers = [stack.enter_context(llama_server(tmp_path, model, *flags)) for _ in range(2)]
-        prometheus = PrometheusConnect(url=stack.enter_context(run_prometheus(tmp_path, servers)), disable_ssl=True)
+        prometheus = PrometheusConnect(url=stack.enter_context(run_prometheus(tmp_path, [server.port for server in servers], job='llamacpp')), disable_ssl=True)
         wait_until(lambda: scalar(prometheus, "sum(up)") == 2, 60, interval=0.5, what="both targets scraped")
         assert scalar(prometheus, QUEUE) == 0
         assert scalar(prometheus, RUNNING) == 0
 
         # Below the slots: one client per server. Work runs, nothing queues.
         with Load(servers, clients=1) as light:
-            running = eventually(prometheus, RUNNING, lambda v: v >= 1, "running requests")
-            tokens = eventually(prometheus, TOKEN_RATE, lambda v: v > 0, "a token rate")
-            prompts = eventually(prometheus, PROMPT_RATE, lambda v: v > 0, "a prompt-token rate")
+            running = eventually(prometheus, RUNNING, lambda v: v >= 1, "running requests", timeout=90)
+            tokens = eventually(prometheus, TOKEN_RATE, lambda v: v > 0, "a token rate", timeout=90)
+            prompts = eventually(prometheus, PROMPT_RATE, lambda v: v > 0, "a prompt-token rate", timeout=90)
             light_queue_max = max(scalar(prometheus, f"max_over_time({QUEUE}[30s:1s])"), 0.0)
         assert running <= 2 and tokens > 0 and prompts > 0
         assert light_queue_max == 0, "one client per server never waits for a slot"
 
         # Beyond the slots: SLOTS + 2 clients per server. Every slot busy, the rest deferred.
         with Load(servers, clients=SLOTS + 2) as heavy:
-            queue = eventually(prometheus, QUEUE, lambda v: v >= 2, "requests deferred beyond the slots")
-            per_replica = eventually(prometheus, QUEUE_PER_REPLICA, lambda v: v >= 1, "a per-replica queue")
-            full = eventually(prometheus, RUNNING, lambda v: v == 2 * SLOTS, "every slot busy")
+            queue = eventually(prometheus, QUEUE, lambda v: v >= 2, "requests deferred beyond the slots", timeout=90)
+            per_replica = eventually(prometheus, QUEUE_PER_REPLICA, lambda v: v >= 1, "a per-replica queue", timeout=90)
+            full = eventually(prometheus, RUNNING, lambda v: v == 2 * SLOTS, "every slot busy", timeout=90)
             per_server = prometheus.custom_query("max_over_time(llamacpp:requests_processing[30s])")
 
     assert not light.errors and not heavy.errors, (light.errors + heavy.errors)[:3]

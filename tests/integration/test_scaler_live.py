@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import pytest
 from llmfleet.scaling import live
 from llmfleet.scaling.live import LiveConfig, LiveState, recommend
 from llmfleet.scaling.metrics import MetricsUnavailable, connect, fetch, selector
-from tests.support.process import free_port, http_ok, managed, require_binary, wait_until
+from tests.support.process import wait_until
+from tests.support.prometheus import run_prometheus
 from tests.support.simserver import SimServer, sim_server
 
 pytestmark = [pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -34,28 +34,6 @@ PER_REPLICA_RPS = 4.0  # 2 slots / (10 tokens * 0.05 s)
 CONFIG = LiveConfig(
     min_replicas=1, max_replicas=10, capacity_rps=PER_REPLICA_RPS, headroom=0.2, horizon_s=30, interval_s=2
 )
-
-
-@contextlib.contextmanager
-def prometheus(tmp_path: Path, servers: list[SimServer]) -> Iterator[str]:
-    targets = ", ".join(f"'127.0.0.1:{s.port}'" for s in servers)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: model\n"
-        f"    static_configs: [{{targets: [{targets}], labels: {{namespace: test, service: chat-model}}}}]\n"
-    )
-    port = free_port()
-    argv = [
-        require_binary("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with managed(argv, tmp_path / "prometheus.log", ready=lambda: http_ok(f"{url}/-/ready"), timeout=60):
-        yield url
 
 
 class RisingLoad:
@@ -104,7 +82,11 @@ def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_pa
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(sim_server(tmp_path, id=f"s{i}", **flags)) for i in range(2)]
         prom = stack.enter_context(contextlib.ExitStack())
-        url = prom.enter_context(prometheus(tmp_path, servers))
+        url = prom.enter_context(
+            run_prometheus(
+                tmp_path, [s.port for s in servers], labels={"namespace": "test", "service": "chat-model"}
+            )
+        )
         client = connect(url, timeout_s=5)
         wait_until(
             lambda: bool(client.custom_query("sum(up) == 2")), 60, interval=0.5, what="both targets up"

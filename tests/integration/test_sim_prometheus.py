@@ -7,10 +7,7 @@ against the simulator, with the ``model_name`` label where vLLM puts it.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import threading
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,8 @@ import httpx
 import pytest
 from prometheus_api_client import PrometheusConnect
 
-from tests.support.process import free_port, http_ok, managed, require_binary, wait_until
+from tests.support.process import wait_until
+from tests.support.prometheus import eventually, run_prometheus, scalar
 from tests.support.simserver import SimServer, sim_server
 
 pytestmark = pytest.mark.realservers
@@ -27,27 +25,6 @@ pytestmark = pytest.mark.realservers
 QUEUE = "sum(vllm:num_requests_waiting)"
 TTFT_P95 = "histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[10s])))"
 SUCCESS_RATE = "sum(rate(vllm:request_success_total[10s]))"
-
-
-def scalar(prometheus: PrometheusConnect, query: str) -> float:
-    """The value of a query that yields one series; NaN when it yields none yet."""
-    result = prometheus.custom_query(query)
-    return float(result[0]["value"][1]) if result else math.nan
-
-
-def eventually(prometheus: PrometheusConnect, query: str, good: Callable[[float], bool], what: str) -> float:
-    """Poll ``query`` until its value satisfies ``good``; return that value."""
-    seen: list[float] = []
-
-    def check() -> bool:
-        seen.append(scalar(prometheus, query))
-        return good(seen[-1])
-
-    try:
-        wait_until(check, 30, interval=0.5, what=what)
-    except TimeoutError as error:
-        raise AssertionError(f"no {what}: {query} was {seen[-5:]}") from error
-    return seen[-1]
 
 
 class Load:
@@ -84,37 +61,11 @@ class Load:
             thread.join(timeout=30)
 
 
-def prometheus_config(tmp_path: Path, servers: list[SimServer]) -> Path:
-    targets = ", ".join(f"'127.0.0.1:{server.port}'" for server in servers)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: sim\n    static_configs: [{{targets: [{targets}]}}]\n"
-    )
-    return config
-
-
-@contextlib.contextmanager
-def run_prometheus(tmp_path: Path, servers: list[SimServer]) -> Iterator[str]:
-    port = free_port()
-    argv = [
-        require_binary("prometheus"),
-        f"--config.file={prometheus_config(tmp_path, servers)}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--storage.tsdb.retention.time=1h",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with managed(argv, tmp_path / "prometheus.log", ready=lambda: http_ok(f"{url}/-/ready"), timeout=60):
-        yield url
-
-
 def test_scaler_queries_work_against_scraped_sim_servers(tmp_path: Path) -> None:
     with ExitStack() as stack:
         flags: dict[str, Any] = {"max_num_seqs": 2, "decode_base_seconds": 0.02}
         servers = [stack.enter_context(sim_server(tmp_path, id=name, **flags)) for name in ("a", "b")]
-        url = stack.enter_context(run_prometheus(tmp_path, servers))
+        url = stack.enter_context(run_prometheus(tmp_path, [server.port for server in servers], job="sim"))
         prometheus = PrometheusConnect(url=url, disable_ssl=True)
         wait_until(lambda: scalar(prometheus, "sum(up)") == 2, 60, interval=0.5, what="both targets scraped")
 
