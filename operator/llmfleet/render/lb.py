@@ -43,39 +43,24 @@ LB_UID = {LbEngine.NGINX: 101, LbEngine.HAPROXY: 99}
 # connection reuse for it (docs/real-engine.md).
 NO_UPSTREAM_KEEPALIVE = frozenset({EngineKind.LLAMACPP})
 
+# How the supervisor (templates/run.sh.j2) drives each balancer: start it in the foreground,
+# check a new config, reload gracefully (nginx HUP; haproxy master-worker USR2) and stop
+# gracefully on pod termination (nginx QUIT and haproxy USR1 let open streams finish).
 _SUPERVISOR = {
-    LbEngine.NGINX: """#!/bin/sh
-# Runs nginx and reloads it in place when the mounted config changes (see lb.py).
-conf="${LLMFLEET_LB_DIR:-%(dir)s}/nginx.conf"
-nginx -c "$conf" & pid=$!
-trap 'kill -QUIT "$pid"; wait "$pid"; exit 0' TERM INT
-last=$(md5sum "$conf")
-while kill -0 "$pid" 2>/dev/null; do
-  sleep "${LLMFLEET_LB_POLL_SECONDS:-2}" & wait $!
-  now=$(md5sum "$conf")
-  if [ "$now" != "$last" ]; then
-    if nginx -t -q -c "$conf"; then kill -HUP "$pid"; echo "llmfleet: config changed, nginx reloaded"; last=$now
-    else echo "llmfleet: new config rejected by nginx -t, keeping the old one"; last=$now; fi
-  fi
-done
-wait "$pid"
-""",
-    LbEngine.HAPROXY: """#!/bin/sh
-# Runs haproxy (master-worker) and reloads it in place when the mounted config changes (see lb.py).
-conf="${LLMFLEET_LB_DIR:-%(dir)s}/haproxy.cfg"
-haproxy -W -db -f "$conf" & pid=$!
-trap 'kill -USR1 "$pid"; wait "$pid"; exit 0' TERM INT
-last=$(md5sum "$conf")
-while kill -0 "$pid" 2>/dev/null; do
-  sleep "${LLMFLEET_LB_POLL_SECONDS:-2}" & wait $!
-  now=$(md5sum "$conf")
-  if [ "$now" != "$last" ]; then
-    if haproxy -c -q -f "$conf"; then kill -USR2 "$pid"; echo "llmfleet: config changed, haproxy reloaded"; last=$now
-    else echo "llmfleet: new config rejected by haproxy -c, keeping the old one"; last=$now; fi
-  fi
-done
-wait "$pid"
-""",
+    LbEngine.NGINX: {
+        "start": 'nginx -c "$conf"',
+        "check": 'nginx -t -q -c "$conf"',
+        "check_name": "nginx -t",
+        "reload_signal": "HUP",
+        "stop_signal": "QUIT",
+    },
+    LbEngine.HAPROXY: {
+        "start": 'haproxy -W -db -f "$conf"',
+        "check": 'haproxy -c -q -f "$conf"',
+        "check_name": "haproxy -c",
+        "reload_signal": "USR2",
+        "stop_signal": "USR1",
+    },
 }
 
 
@@ -137,7 +122,8 @@ def config_text(
 
 
 def supervisor_script(engine: LbEngine) -> str:
-    return _SUPERVISOR[engine] % {"dir": CONFIG_DIR}
+    values = {**_SUPERVISOR[engine], "name": str(engine), "dir": CONFIG_DIR, "file": CONFIG_FILE[engine]}
+    return _templates().get_template("run.sh.j2").render(**values)
 
 
 def lb_configmap(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
