@@ -355,7 +355,7 @@ async def test_backend_killed_mid_run(
             victim.server.process.proc.wait(timeout=10)
             assert victim.server.process.proc.returncode == 3, victim.server.process.log()[-2000:]
             got = received(survivors)
-            retried = lb_retries(lb, victim)  # reported: nginx usually marks it failed first
+            retried = lb.retries_after_failed_connect(victim.server.port)  # reported: nginx usually marks it failed first
     got[victim.name] = crash_after + 1  # it served 6 and died on receiving the 7th
     failed = [o for o in outcomes if not o.ok]
     ok_from_victim = sum(1 for o in outcomes if o.ok and o.server == victim.name)
@@ -376,21 +376,6 @@ async def test_backend_killed_mid_run(
     assert len(failed) == got[victim.name] - ok_from_victim + uncounted, got
     assert 1 <= len(failed) <= concurrency
     assert all(o.status in (502, 503) or o.error for o in failed)
-
-
-def lb_retries(lb: Balancer, victim: Backend) -> int:
-    """Requests the balancer moved to another backend after failing to connect to ``victim``."""
-    if lb.engine == "nginx":
-        port = f":{victim.server.port}"
-        count = 0
-        for line in lb.access_log.read_text().splitlines():
-            entry = json.loads(line)
-            attempts = entry["upstream"].split(", ")
-            if len(attempts) > 1 and attempts[0].endswith(port) and entry["status"] == 200:
-                count += 1
-        return count
-    samples = lb.haproxy_metrics()
-    return int(metric_sum(samples, "haproxy_backend_redispatch_warnings_total", proxy="model"))
 
 
 # -- limits ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from llmfleet.api import LLMServiceSpec
 from llmfleet.render.common import Endpoint
 from llmfleet.validation import validate_service
 from tests.support.llama import TEST_ARGS, LlamaServer, llama_server_binary, parse_metric, tiny_model
-from tests.support.loadbalancer import ENGINES, Balancer, load_balancer, metric_sum
+from tests.support.loadbalancer import ENGINES, load_balancer, metric_sum
 from tests.support.process import ManagedProcess, free_port, http_ok, wait_until
 
 pytestmark = [pytest.mark.realengine, pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -244,26 +244,11 @@ async def test_killed_backend(engine: str, tmp_path: Path) -> None:
 
             await asyncio.gather(*(worker(k) for k in range(3)))
         after = predicted(survivors)
-        retried = lb_retries(lb, victim)
+        retried = lb.retries_after_failed_connect(victim.server.port)
     assert [r.status for r in results] == [200] * 30, [r for r in results if not r.ok][:3]
     assert all(r.ok and r.tokens == 16 for r in results)
     assert sum(after.values()) - sum(before.values()) == 30 * 16, "every request was served by a survivor"
     assert retried >= 1, "the balancer never tried the dead backend, so the retry was not exercised"
-
-
-def lb_retries(lb: Balancer, victim: Backend) -> int:
-    """Requests the balancer moved to another backend after failing to connect to ``victim``."""
-    if lb.engine == "nginx":
-        port = f":{victim.server.port}"
-        count = 0
-        for line in lb.access_log.read_text().splitlines():
-            entry = json.loads(line)
-            attempts = entry["upstream"].split(", ")
-            if len(attempts) > 1 and attempts[0].endswith(port) and entry["status"] == 200:
-                count += 1
-        return count
-    samples = lb.haproxy_metrics()
-    return int(metric_sum(samples, "haproxy_backend_redispatch_warnings_total", proxy="model"))
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 from collections.abc import Iterator, Mapping, Sequence
@@ -185,6 +186,18 @@ class Balancer:
             timeout=timeout, what=f"the supervisor to act on the new {self.engine} config",
         )  # fmt: skip
         return "reloaded" if self.supervisor_events(reloaded) > before[0] else "rejected"
+
+    def retries_after_failed_connect(self, backend_port: int) -> int:
+        """Requests the balancer moved to another backend after failing to connect to one port."""
+        if self.engine == "nginx":
+            count = 0
+            for line in self.access_log.read_text().splitlines():
+                entry = json.loads(line)
+                attempts = entry["upstream"].split(", ")
+                if len(attempts) > 1 and attempts[0].endswith(f":{backend_port}") and entry["status"] == 200:
+                    count += 1
+            return count
+        return int(metric_sum(self.haproxy_metrics(), "haproxy_backend_redispatch_warnings_total", proxy="model"))
 
     def haproxy_metrics(self) -> dict[str, float]:
         """haproxy's Prometheus exporter on the status port, as ``{'name{labels}': value}``."""
