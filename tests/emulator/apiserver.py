@@ -309,6 +309,10 @@ class ApiServer(kmock.KubernetesEmulator):
         named = call.route.name is not None
         if method == "GET":
             return verbs.get(self.store, call) if named else verbs.list_(self.store, call)
+        if method in ("POST", "PUT", "PATCH") and (named or method == "POST"):
+            # A cluster's garbage collector runs continuously: an object written with an owner
+            # that is already gone (a reconcile in flight at deletion time) is collected too.
+            self._schedule_gc()
         if method == "POST":
             return verbs.create(self.store, call)
         if method == "PUT" and named:

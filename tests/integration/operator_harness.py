@@ -15,9 +15,7 @@ from typing import Any
 
 from llmfleet import opmetrics
 from llmfleet.runner import RunOptions, run_in_thread
-from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
-from tests.emulator.gc import collect_garbage
 
 Obj = dict[str, Any]
 LLMS = ("llmfleet.io/v1alpha1", "LLMService")
@@ -173,15 +171,3 @@ def write_endpoint_slice(
         },
         field_manager="endpointslice-controller.k8s.io",
     )
-
-
-def collect_garbage_now(apiserver: ApiServer) -> None:
-    """Run the emulator's garbage collector once more, as a cluster's GC does continuously.
-
-    The emulator collects only right after a deletion; a real garbage collector also removes a
-    child created after its owner was deleted (a pass that was in flight at deletion time can
-    re-apply one). On the emulator's own loop: its store notifies watchers through asyncio.
-    """
-    loop = apiserver._loop
-    assert loop is not None
-    loop.call_soon_threadsafe(collect_garbage, apiserver.store)

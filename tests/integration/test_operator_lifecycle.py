@@ -13,11 +13,9 @@ import pytest
 
 from tests.emulator.apiserver import ApiServer
 from tests.emulator.client import Kube
-from tests.emulator.fixtures import e2e_enabled
 from tests.integration.operator_harness import (
     LLMS,
     children,
-    collect_garbage_now,
     condition,
     has_condition,
     llmservice,
@@ -206,14 +204,7 @@ def test_deleted_object_is_let_go(request: pytest.FixtureRequest, kube: Kube, op
     wait_until(lambda: len(children(kube, "chat")) == len(BASE_CHILDREN | CACHE_CHILDREN), "every child")
     kube.delete(*LLMS, "chat")
     kube.wait_gone(*LLMS, "chat", timeout=30)  # the finalizer was released
-    emulator = None if e2e_enabled(request.config) else request.getfixturevalue("apiserver")
-
-    def collected() -> bool:
-        if emulator is not None:
-            collect_garbage_now(emulator)
-        return children(kube, "chat") == []
-
-    wait_until(collected, "garbage collection of the children")
+    wait_until(lambda: children(kube, "chat") == [], "garbage collection of the children")
 
 
 def test_predictive_scaling_reports_an_unreachable_prometheus(kube: Kube, operator: None) -> None:
