@@ -645,9 +645,13 @@ class LLMServiceSpec(ApiModel):
             )
         scheme = self.model.uri.partition("://")[0]
         if kind == EngineKind.OLLAMA and scheme not in ("hf", "oci"):
-            problems.append("engine ollama pulls models itself: model.uri must be hf://ORG/REPO or oci://REGISTRY/MODEL:TAG")
+            problems.append(
+                "engine ollama pulls models itself: model.uri must be hf://ORG/REPO or oci://REGISTRY/MODEL:TAG"
+            )
         if kind == EngineKind.LLAMACPP and scheme in ("pvc", "s3") and not self.model.uri.endswith(".gguf"):
-            problems.append("engine llamacpp loads one GGUF file: a pvc:// or s3:// model.uri must end in .gguf")
+            problems.append(
+                "engine llamacpp loads one GGUF file: a pvc:// or s3:// model.uri must end in .gguf"
+            )
         if self.autoscaling.predictive.enabled and self.replicas.upper == self.replicas.min:
             problems.append(
                 "autoscaling.predictive.enabled needs room to scale: set replicas.max above replicas.min"

@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("llmfleet.render.command", "print every child of an LLMService as a YAML stream"),
     "crd": ("llmfleet.crd", "generate the LLMService CustomResourceDefinition from the API models"),
     "run": ("llmfleet.runner", "run the operator (kopf) against the current cluster"),
-    "simulate": ("llmfleet.sim.simulate", "replay a request trace against a simulated fleet and compare scalers"),
+    "simulate": (
+        "llmfleet.sim.simulate",
+        "replay a request trace against a simulated fleet and compare scalers",
+    ),
     "sim-server": ("llmfleet.sim.server", "run a simulated OpenAI-compatible model server"),
     "gateway": ("llmfleet.gateway.command", "run the caching gateway in front of the load balancer"),
 }

@@ -61,17 +61,24 @@ def validate_service(obj: Any) -> LLMService:
     if obj.get("kind", "LLMService") != "LLMService":
         problems.append(Problem("kind", f"expected LLMService, got {obj.get('kind')!r}"))
     if obj.get("apiVersion", "llmfleet.io/v1alpha1") != "llmfleet.io/v1alpha1":
-        problems.append(Problem("apiVersion", f"expected llmfleet.io/v1alpha1, got {obj.get('apiVersion')!r}"))
+        problems.append(
+            Problem("apiVersion", f"expected llmfleet.io/v1alpha1, got {obj.get('apiVersion')!r}")
+        )
     name = (obj.get("metadata") or {}).get("name")
     if not name:
         problems.append(Problem("metadata.name", "is required"))
     elif not isinstance(name, str) or not NAME_PATTERN.match(name) or len(name) > NAME_MAX:
         problems.append(
-            Problem("metadata.name", f"must be a DNS-1035 label of at most {NAME_MAX} characters (lower-case letters, digits, '-'; starts with a letter), got {name!r}")
+            Problem(
+                "metadata.name",
+                f"must be a DNS-1035 label of at most {NAME_MAX} characters (lower-case letters, digits, '-'; starts with a letter), got {name!r}",
+            )
         )
     service: LLMService | None = None
     try:
-        service = LLMService.model_validate({**obj, "apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMService"})
+        service = LLMService.model_validate(
+            {**obj, "apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMService"}
+        )
     except ValidationError as exc:
         for error in exc.errors():
             for message in _message(error).split("; "):
