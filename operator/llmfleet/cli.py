@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -65,7 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser, module = command_parser(args_list[0])
     args = parser.parse_args(args_list[1:])
-    result: int = module.main(args)  # type: ignore[attr-defined]
+    try:
+        result: int = module.main(args)  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        # The reader went away (`llmfleet render ... | head`): not worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
     return result
 
 
