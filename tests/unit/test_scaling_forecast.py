@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmfleet.scaling.forecast import ForecastConfig, forecast
+from llmfleet.scaling.forecast import BurstConfig, ForecastConfig, burst_factor, forecast
 
 STEP = 60.0
 DAY = 1440  # steps of a minute
@@ -78,3 +78,32 @@ def test_little_or_no_history() -> None:
     few = forecast(np.array([10.0, 12.0, 11.0]), STEP, 300)
     assert np.isfinite(few.peak) and few.upper == pytest.approx(few.peak * 1.5)
     assert (few.point >= 0).all()
+
+
+def test_burst_factor_is_near_one_for_poisson_arrivals_at_fleet_scale() -> None:
+    counts = np.random.default_rng(1).poisson(200.0, 1800).astype(float)  # per second
+    factor = burst_factor(counts, 1.0, 60.0, BurstConfig(quantile=0.99, slack_s=0.8))
+    assert 1.0 <= factor < 1.1  # sqrt staffing: relative headroom vanishes with load
+
+
+def test_burst_factor_grows_with_dispersion_and_with_the_quantile() -> None:
+    rng = np.random.default_rng(2)
+    calm = rng.poisson(20.0, 1800).astype(float)
+    # 10 s blocks with a Gamma intensity of cv 1 around the same mean: bursty clients
+    intensity = np.repeat(rng.gamma(1.0, 20.0, 180), 10)
+    bursty = rng.poisson(intensity).astype(float)
+    low = burst_factor(calm, 1.0, 60.0, BurstConfig(quantile=0.99))
+    high = burst_factor(bursty, 1.0, 60.0, BurstConfig(quantile=0.99))
+    assert high > 1.5 * low
+    assert burst_factor(bursty, 1.0, 60.0, BurstConfig(quantile=0.9)) <= high
+    # the same history read at a 15 s step (what Prometheus gives) sees less of it, never more
+    coarse = bursty.reshape(-1, 15).sum(axis=1)
+    assert 1.0 <= burst_factor(coarse, 15.0, 60.0, BurstConfig(quantile=0.99)) <= high
+
+
+def test_burst_factor_without_history_is_one_and_is_capped() -> None:
+    assert burst_factor(np.zeros(0), 1.0) == 1.0
+    assert burst_factor(np.zeros(600), 1.0) == 1.0
+    spikes = np.zeros(1800)
+    spikes[::60] = 600.0  # a minute's requests in one second
+    assert burst_factor(spikes, 1.0, 60.0, BurstConfig(max_factor=10.0)) == 10.0

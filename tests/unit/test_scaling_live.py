@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,11 @@ class FakePrometheus:
 def test_fetch_chunks_long_ranges_and_parses_values() -> None:
     client = FakePrometheus()
     result = fetch(client, "vllm", 'job="x"', now=NOW, lookback_s=8 * 86400)
-    assert len(client.range_calls) == 2  # 11,520 points > 10,000 per query
+    assert len(client.range_calls) == 3  # 11,520 points > 10,000 per query, then the burst series
+    query, start, end, step = client.range_calls[-1]
+    assert query == 'sum(rate(vllm:request_success_total{job="x"}[30s]))' and step == "15s"
+    assert (end - start).total_seconds() == 1800 - 15
+    assert result.burst_step_s == 15.0 and result.burst_history[0] == 12.0
     assert len(result.rate_history) == 8 * 1440
     assert result.rate_history[-1] == 12.0 and result.request_rate == 12.0
     assert result.queue_depth == 7.0
@@ -187,3 +192,20 @@ def test_config_from_the_api_spec() -> None:
     assert config.headroom == spec.autoscaling.predictive.headroom
     rec = recommend(spec, MetricsUnavailable("down"), None, NOW, ready_replicas=1)
     api.PredictiveStatus.model_validate(rec.status("2026-01-01T00:00:00Z"))
+
+
+def test_recommend_provisions_for_observed_sub_minute_bursts() -> None:
+    history = np.full(120, 20.0)
+    steady = replace_burst(metrics(history), np.full(120, 20.0))
+    # same 20 req/s per minute, but all of it in one 15 s step of each minute
+    bursty = replace_burst(metrics(history), np.tile([80.0, 0.0, 0.0, 0.0], 30))
+    calm = recommend(CFG, steady, None, NOW, ready_replicas=5)
+    burst = recommend(CFG, bursty, None, NOW, ready_replicas=5)
+    assert calm.replicas == 5 and "burst x1.00" in calm.reason
+    assert burst.replicas > 2 * calm.replicas
+    no_burst = recommend(replace(CFG, burst_quantile=None), bursty, None, NOW, ready_replicas=5)
+    assert no_burst.replicas == 5  # the linear rule, as before
+
+
+def replace_burst(m: FleetMetrics, per_step_rate: np.ndarray) -> FleetMetrics:
+    return replace(m, burst_history=tuple(float(x) for x in per_step_rate), burst_step_s=15.0)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmfleet.scaling.policy import Decision, PolicyConfig, PolicyInput, PolicyState, decide
+from llmfleet.scaling.policy import Decision, PolicyConfig, PolicyInput, PolicyState, combined_rate, decide
 
 CFG = PolicyConfig(min_replicas=2, max_replicas=40, capacity_rps=5.0, headroom=0.2)
 
@@ -134,3 +135,34 @@ def test_breach_boost_decays_on_calm_days() -> None:
 def test_missing_metrics_are_not_breaches() -> None:
     decision, _ = decide(CFG, inp(10.0, queue=None, ttft=None), PolicyState())
     assert decision.driver in ("forecast", "min")
+
+
+bursts = st.floats(min_value=1.0, max_value=10.0, allow_nan=False)
+
+
+@given(a=loads, b=loads, burst=bursts, floor=floors)
+def test_monotonic_in_load_with_a_burst_factor(a: float, b: float, burst: float, floor: int) -> None:
+    low, high = sorted((a, b))
+    state = PolicyState(floor=floor, changed_at=0.0)
+
+    def floor_for(load: float) -> int:
+        bursty = replace(inp(load, 5000.0), forecast_rps=load * 0.8, burst_factor=burst)
+        return decide(CFG, bursty, state)[0].replicas
+
+    assert floor_for(low) <= floor_for(high)
+
+
+@given(
+    point=st.floats(min_value=0.0, max_value=1000.0, allow_nan=False),
+    band=st.floats(min_value=1.0, max_value=3.0, allow_nan=False),
+    burst=bursts,
+)
+def test_level_band_and_bursts_add_in_quadrature(point: float, band: float, burst: float) -> None:
+    upper = point * band
+    combined = combined_rate(upper, point, burst)
+    assert max(upper, point * burst) - 1e-9 <= combined <= upper * burst + 1e-9
+
+
+def test_burst_factor_raises_the_floor() -> None:
+    decision, _ = decide(CFG, replace(inp(50.0), burst_factor=1.5), PolicyState())
+    assert decision.replicas == 18  # 50 * 1.5 * 1.2 / 5

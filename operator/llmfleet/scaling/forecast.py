@@ -161,3 +161,55 @@ def forecast(
     seasonal_weight = weights.get("seasonal", 0.0)
     model = "seasonal" if seasonal_weight > 0.8 else "short" if seasonal_weight < 0.2 else "blend"
     return Forecast(point, peak, peak * band, model, seasonal_weight, error)
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    """How :func:`burst_factor` reads sub-minute variability (see its docstring)."""
+
+    quantile: float = 0.99  # share of requests whose arrival burst the fleet absorbs in time
+    slack_s: float = 0.8  # queueing delay a request tolerates (TTFT SLO minus prefill)
+    lookback_s: float = 1800.0  # recent history the burst distribution is read from
+    max_window_s: float = 60.0  # longest burst window considered (the forecast's step)
+    max_factor: float = 10.0
+
+
+def burst_factor(
+    counts: np.ndarray, step_s: float, rate_step_s: float = 60.0, config: BurstConfig | None = None
+) -> float:
+    """Capacity needed per unit of forecast (per-``rate_step_s`` mean) rate, from recent bursts.
+
+    A FIFO fleet serving ``c`` requests/s keeps every wait under ``s`` seconds iff no interval of
+    length ``w`` brings more than ``c * (w + s)`` requests (the arrival-curve / network-calculus
+    condition). The forecaster predicts per-minute mean rates ``m``, so for each window length
+    ``w`` (multiples of ``step_s`` up to ``max_window_s``) and each recent window, the demand
+    ratio ``A_w / (m * (w + s))`` is computed, with ``m`` the mean rate of the ``rate_step_s`` step
+    the window ends in. The factor is the request-weighted ``quantile`` of the per-window
+    maximum over ``w`` (weighted by the window's arrivals: a burst matters in proportion to the
+    requests it holds). It is >= 1: the queue is fluid, so the mean itself needs 1.
+
+    ``counts`` are requests per ``step_s`` (oldest first); only the last ``lookback_s`` is read.
+    Where load is high and Poisson-like the factor tends to ``w/(w+s)``-bounded values near 1
+    (square-root staffing's vanishing relative headroom); bursty clients raise it.
+    """
+    cfg = config or BurstConfig()
+    x = np.asarray(counts, dtype=float)
+    per_rate = max(1, round(rate_step_s / step_s))
+    n = min(x.size, int(cfg.lookback_s // step_s)) // per_rate * per_rate
+    x = x[x.size - n :]
+    if x.size < per_rate or x.sum() <= 0:
+        return 1.0
+    minute_rate = np.repeat(x.reshape(-1, per_rate).mean(axis=1) / step_s, per_rate)
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    ratio = np.zeros(x.size)
+    max_w = max(1, int(cfg.max_window_s // step_s))
+    for w in sorted({max(1, round(max_w ** (k / 12))) for k in range(13)}):
+        arrivals = cs[w:] - cs[:-w]  # window ending at index w-1 .. n-1
+        need = arrivals / np.maximum(minute_rate[w - 1 :] * (w * step_s + cfg.slack_s), 1e-12)
+        ratio[w - 1 :] = np.maximum(ratio[w - 1 :], need)
+    weight = x
+    order = np.argsort(ratio)
+    cum = np.cumsum(weight[order])
+    i = int(np.searchsorted(cum, cfg.quantile * cum[-1]))
+    value = float(ratio[order][min(i, order.size - 1)])
+    return float(min(max(value, 1.0), cfg.max_factor))

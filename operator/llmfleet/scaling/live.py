@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmfleet.scaling.forecast import forecast
+from llmfleet.scaling.forecast import BurstConfig, burst_factor, forecast
 from llmfleet.scaling.metrics import FleetMetrics, MetricsUnavailable
 from llmfleet.scaling.policy import PolicyConfig, PolicyInput, PolicyState, decide
 
@@ -52,6 +52,7 @@ class LiveConfig:
     ttft_slo_s: float | None = None
     capacity_rps: float | None = None  # predictive.requestsPerSecondPerReplica
     down_percent_per_minute: float = 25.0
+    burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
 
     @classmethod
     def from_spec(cls, spec: Any) -> LiveConfig:
@@ -134,6 +135,22 @@ def capacity(config: LiveConfig, state: LiveState) -> float | None:
     return state.capacity_lower_bound_rps or None
 
 
+def burst_config(quantile: float, ttft_slo_s: float | None) -> BurstConfig:
+    """The burst factor's settings for a TTFT SLO: the queueing delay a request tolerates is the
+    SLO less 0.2 s for its own prefill (0.8 s when no SLO is set)."""
+    slack = max(ttft_slo_s - 0.2, 0.1) if ttft_slo_s is not None and math.isfinite(ttft_slo_s) else 0.8
+    return BurstConfig(quantile=quantile, slack_s=slack)
+
+
+def live_burst_factor(config: LiveConfig, metrics: FleetMetrics) -> float:
+    """Capacity per unit of forecast rate that recent sub-minute bursts call for (>= 1)."""
+    if config.burst_quantile is None or not metrics.burst_history:
+        return 1.0
+    step = metrics.burst_step_s
+    counts = np.asarray(metrics.burst_history, dtype=float) * step
+    return burst_factor(counts, step, metrics.step_s, burst_config(config.burst_quantile, config.ttft_slo_s))
+
+
 def recommend(
     spec: Any,
     metrics: FleetMetrics | BaseException | None,
@@ -178,6 +195,7 @@ def recommend(
     if history.size < MIN_HISTORY_STEPS:
         return _hold(config, state, NO_METRICS, f"only {history.size} steps of request-rate history")
     fc = forecast(history, metrics.step_s, max(config.horizon_s, config.interval_s))
+    burst = live_burst_factor(config, metrics)
     policy = PolicyConfig(
         min_replicas=config.min_replicas,
         max_replicas=config.max_replicas,
@@ -201,9 +219,12 @@ def recommend(
             if metrics.queue_depth is not None
             else None,
             ttft_p95_s=metrics.ttft_p95_s,
+            burst_factor=burst,
         ),
         policy_state,
     )
     new_state = replace(state, floor=decision.replicas, policy=new_policy)
-    reason = f"{decision.reason}; {fc.model} model, backtest error {fc.backtest_error:.0%}"
+    reason = (
+        f"{decision.reason}; {fc.model} model, backtest error {fc.backtest_error:.0%}, burst x{burst:.2f}"
+    )
     return Recommendation(decision.replicas, fc.upper, reason, True, FORECAST_APPLIED, new_state)

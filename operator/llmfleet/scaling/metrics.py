@@ -93,6 +93,9 @@ class FleetMetrics:
     running: float | None
     ttft_p95_s: float | None
     unavailable: tuple[str, ...] = field(default=())
+    # Request rate at a finer step over the last half hour, for the burst factor (empty: none).
+    burst_history: tuple[float, ...] = field(default=())
+    burst_step_s: float = 15.0
 
 
 class MetricsUnavailable(Exception):
@@ -154,8 +157,14 @@ def fetch(
     step_s: float = 60.0,
     timeout_s: int = 10,
     rate_window: str = "1m",
+    burst_step_s: float | None = 15.0,
+    burst_lookback_s: float = 1800.0,
 ) -> FleetMetrics:
     """Query the signals of one fleet. ``client`` is a ``prometheus_api_client.PrometheusConnect``.
+
+    With ``burst_step_s``, the request rate is also read every ``burst_step_s`` over the last
+    ``burst_lookback_s`` (rate window two steps, so a 15 s scrape always has two samples): the
+    sub-minute burstiness the policy's burst factor is computed from.
 
     Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
     Blocking: run it in a thread.
@@ -180,6 +189,21 @@ def fetch(
                     )
                 )
                 chunk_start = chunk_end + step_s
+        burst_chunk: list[dict[str, Any]] = []
+        burst_points, burst_start = 0, 0.0
+        if queries.request_rate is not None and burst_step_s:
+            burst_query = queries_for(engine, sel, f"{round(2 * burst_step_s)}s").request_rate
+            assert burst_query is not None
+            burst_points = max(1, int(burst_lookback_s // burst_step_s))
+            burst_end = math.floor(now / burst_step_s) * burst_step_s
+            burst_start = burst_end - (burst_points - 1) * burst_step_s
+            burst_chunk = client.custom_query_range(
+                burst_query,
+                start_time=datetime.fromtimestamp(burst_start, UTC),
+                end_time=datetime.fromtimestamp(burst_end, UTC),
+                step=f"{round(burst_step_s)}s",
+                timeout=timeout_s,
+            )
         instant = {
             name: _scalar(client.custom_query(query, params={"time": end}, timeout=timeout_s))
             if query is not None
@@ -195,6 +219,11 @@ def fetch(
         raise MetricsUnavailable(f"{type(error).__name__}: {error}") from error
     history = _series(chunks, start, step_s, points) if chunks else ()
     first = next((i for i, v in enumerate(history) if v > 0), len(history))
+    burst: tuple[float, ...] = ()
+    if burst_points:
+        burst = _series([burst_chunk], burst_start, float(burst_step_s or 0.0), burst_points)
+        lead = next((i for i, v in enumerate(burst) if v > 0), len(burst))
+        burst = burst[lead:]
     return FleetMetrics(
         at=end,
         step_s=step_s,
@@ -204,6 +233,8 @@ def fetch(
         running=instant["running"],
         ttft_p95_s=instant["ttft_p95"],
         unavailable=queries.unavailable,
+        burst_history=burst,
+        burst_step_s=float(burst_step_s or 15.0),
     )
 
 

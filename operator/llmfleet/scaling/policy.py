@@ -58,6 +58,7 @@ class PolicyInput:
     observed_rps: float = 0.0  # the recent (peak) request rate
     queue_per_replica: float | None = None  # None: metric unavailable
     ttft_p95_s: float | None = None
+    burst_factor: float = 1.0  # capacity per unit of forecast rate for sub-minute bursts (>= 1)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,25 @@ class Decision:
     reason: str
 
 
-def forecast_replicas(cfg: PolicyConfig, upper_rps: float, boost: float = 0.0) -> int:
-    need = max(upper_rps, 0.0) * (1.0 + cfg.headroom + boost) / max(cfg.capacity_rps, 1e-9)
+def combined_rate(upper_rps: float, point_rps: float, burst: float) -> float:
+    """The rate to provision for: level uncertainty and sub-minute bursts combined.
+
+    ``upper / point - 1`` is the relative excess of the level's upper quantile and
+    ``burst - 1`` that of the bursts around a known level. Both are quantiles of roughly
+    independent deviations, so they add in quadrature (like standard deviations) rather than
+    multiply: provisioning for the upper level *and* the upper burst at once would cover an
+    event rarer than either quantile asks for.
+    """
+    upper, point = max(upper_rps, 0.0), max(min(point_rps, upper_rps), 0.0)
+    if point <= 0.0:
+        return upper * max(burst, 1.0)
+    level = upper / point - 1.0
+    return point * (1.0 + math.hypot(level, max(burst, 1.0) - 1.0))
+
+
+def forecast_replicas(cfg: PolicyConfig, upper_rps: float, boost: float = 0.0, burst: float = 1.0) -> int:
+    factor = max(burst, 1.0) * (1.0 + cfg.headroom + boost)
+    need = max(upper_rps, 0.0) * factor / max(cfg.capacity_rps, 1e-9)
     return math.ceil(need - 1e-9)
 
 
@@ -91,11 +109,13 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
     boost = state.boost * 0.5 ** (elapsed / cfg.boost_half_life_s) if state.boost else 0.0
     if queue_breach or latency_breach:
         boost = min(cfg.max_boost, boost + cfg.breach_boost)
-    by_forecast = forecast_replicas(cfg, inp.forecast_upper_rps, boost)
+    by_forecast = forecast_replicas(
+        cfg, combined_rate(inp.forecast_upper_rps, inp.forecast_rps, inp.burst_factor), boost
+    )
     raw, driver = by_forecast, "forecast"
     if queue_breach or latency_breach:
         demand = inp.observed_rps + queue * max(inp.ready, 1) / cfg.drain_s
-        want = forecast_replicas(cfg, demand, boost)
+        want = forecast_replicas(cfg, demand, boost, inp.burst_factor)
         if want > raw:
             raw, driver = want, "queue" if queue_breach else "latency"
     if raw < cfg.min_replicas:

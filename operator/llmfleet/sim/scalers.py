@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from llmfleet.scaling import hpa
-from llmfleet.scaling.forecast import Forecast, ForecastConfig, forecast
+from llmfleet.scaling.forecast import BurstConfig, Forecast, ForecastConfig, burst_factor, forecast
+from llmfleet.scaling.live import burst_config
 from llmfleet.scaling.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from llmfleet.sim.fleet import FleetConfig, Observation
 from llmfleet.sim.traces import Trace
@@ -87,8 +88,14 @@ class PredictiveScaler(HPAScaler):
         peak_s: int = 60,
         forecast_config: ForecastConfig | None = None,
         cache: dict[tuple[int, float], Forecast] | None = None,
+        burst: BurstConfig | None = None,
+        burst_step_s: int = 1,
+        burst_cache: dict[tuple[int, float, float], float] | None = None,
     ) -> None:
         super().__init__(spec)
+        self.burst = burst
+        self.burst_step_s = burst_step_s
+        self.burst_cache = burst_cache if burst_cache is not None else {}
         self.policy = policy
         self.horizon_s = horizon_s
         self.interval_s = interval_s
@@ -112,6 +119,24 @@ class PredictiveScaler(HPAScaler):
             self.cache[key] = cached
         return cached
 
+    def burst_factor(self, counts: np.ndarray) -> float:
+        """The live scaler's burst factor from what Prometheus would hold: per ``burst_step_s``,
+        the rate over the last two steps (``rate(...[30s])`` read every 15 s) over the burst
+        lookback; 1.0 when bursts are not modelled."""
+        if self.burst is None:
+            return 1.0
+        key = (counts.size, self.burst.quantile, float(self.burst_step_s))
+        cached = self.burst_cache.get(key)
+        if cached is None:
+            step = self.burst_step_s
+            n = min(counts.size, int(self.burst.lookback_s)) // step * step
+            recent = counts[counts.size - n :].reshape(-1, step).sum(axis=1) if n else counts[:0]
+            if step > 1 and recent.size > 1:  # Prometheus: rate over two steps, read every step
+                recent = (recent[1:] + recent[:-1]) / 2.0
+            cached = burst_factor(recent, float(step), float(self.history.step_s), self.burst)
+            self.burst_cache[key] = cached
+        return cached
+
     def decide(self, obs: Observation) -> int:
         if obs.now % self.interval_s == 0:
             fc = self.predict(obs.count_history)
@@ -128,6 +153,7 @@ class PredictiveScaler(HPAScaler):
                 observed_rps=float(self.history.rates[-1]) if self.history.rates else obs.request_rate,
                 queue_per_replica=obs.queue_per_replica,
                 ttft_p95_s=obs.ttft_p95_s,
+                burst_factor=self.burst_factor(obs.count_history),
             )
             decision, self.policy_state = decide(self.policy, inp, self.policy_state)
             if decision.replicas != self.floor:
@@ -180,6 +206,8 @@ class ScalerSettings:
     min_replicas: int = 1
     max_replicas: int = 1000
     interval_s: int = 60
+    burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
+    burst_step_s: int = 15  # the finest step a 15 s Prometheus scrape gives the live scaler
 
 
 def make_scaler(
@@ -188,6 +216,7 @@ def make_scaler(
     config: FleetConfig,
     settings: ScalerSettings | None = None,
     cache: dict[tuple[int, float], Forecast] | None = None,
+    burst_cache: dict[tuple[int, float, float], float] | None = None,
 ) -> HPAScaler | OracleScaler:
     """A fresh scaler of ``kind`` (hpa | hpa-inflight | predictive | oracle) for ``trace``."""
     s = settings or ScalerSettings()
@@ -211,11 +240,30 @@ def make_scaler(
             ttft_slo_s=config.slo_ttft_s,
         )
         horizon = config.startup_delay_s + s.interval_s + config.metric_lag_s
+        burst = burst_config(s.burst_quantile, config.slo_ttft_s) if s.burst_quantile is not None else None
         if kind == "predictive":
-            return PredictiveScaler(spec, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+            return PredictiveScaler(
+                spec,
+                policy,
+                horizon_s=horizon,
+                interval_s=s.interval_s,
+                cache=cache,
+                burst=burst,
+                burst_step_s=s.burst_step_s,
+                burst_cache=burst_cache,
+            )
         batch = config.capacity.batch_limit(trace.mean_tokens_per_sequence())
         inflight = replace(spec, target_average_value=s.inflight_target * batch)
-        both = PredictiveScaler(inflight, policy, horizon_s=horizon, interval_s=s.interval_s, cache=cache)
+        both = PredictiveScaler(
+            inflight,
+            policy,
+            horizon_s=horizon,
+            interval_s=s.interval_s,
+            cache=cache,
+            burst=burst,
+            burst_step_s=s.burst_step_s,
+            burst_cache=burst_cache,
+        )
         both.metric, both.name = "inflight", "predictive-inflight"
         return both
     if kind == "oracle":
