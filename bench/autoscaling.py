@@ -42,11 +42,14 @@ TRACES = {
 }
 HPA_TARGETS = (1.0, 8.0)
 INFLIGHT_TARGETS = (0.5, 0.6, 0.7, 0.8)
-HEADROOMS = (0.0, 0.2, 0.5, 1.0)
+# (headroom, burst quantile): the predictive sweep; the default is the API's headroom 0.2 with
+# the live scaler's default burst quantile 0.99.
+PREDICTIVE = ((0.0, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999))
 COMBINED_INFLIGHT = (0.6, 0.7)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
 DEFAULT_HEADROOM = ScalerSettings().headroom
+DEFAULT_BURST_QUANTILE = ScalerSettings().burst_quantile
 
 
 def point(result: SimResult, setting: float) -> dict[str, float]:
@@ -93,17 +96,18 @@ def closure(
 ) -> float | None:
     if hpa is None or pred is None or oracle is None or hpa["gpu_hours"] <= oracle["gpu_hours"]:
         return None
-    return round((hpa["gpu_hours"] - pred["gpu_hours"]) / (hpa["gpu_hours"] - oracle["gpu_hours"]), 4)
+    return round(float((hpa["gpu_hours"] - pred["gpu_hours"]) / (hpa["gpu_hours"] - oracle["gpu_hours"])), 4)
 
 
 def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
     config = FleetConfig(startup_delay_s=delay)
     base = ScalerSettings()
     cache: dict[tuple[int, float], Forecast] = {}
+    burst_cache: dict[tuple[int, float, float], float] = {}
     quiet = args.quiet
 
     def run(kind: str, settings: ScalerSettings, label: str) -> SimResult:
-        scaler = make_scaler(kind, trace, config, settings, cache)
+        scaler = make_scaler(kind, trace, config, settings, cache, burst_cache)
         return simulate(trace, scaler, config, ProgressBar(f"{trace.name} {delay}s {label}", not quiet))
 
     sweeps: dict[str, list[dict[str, Any]]] = {
@@ -120,9 +124,12 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for frac in args.inflight_targets:
         result = run("hpa-inflight", replace(base, inflight_target=frac), f"hpa-inflight {frac}")
         sweeps["hpa-inflight"].append(point(result, frac))
-    for headroom in args.headrooms:
-        result = run("predictive", replace(base, headroom=headroom), f"predictive h={headroom}")
-        sweeps["predictive"].append(point(result, headroom))
+    for headroom, quantile in args.headrooms:
+        settings = replace(base, headroom=headroom, burst_quantile=quantile)
+        result = run("predictive", settings, f"predictive h={headroom} q={quantile}")
+        entry = point(result, headroom)
+        entry["burst_quantile"] = quantile
+        sweeps["predictive"].append(entry)
     for frac in args.combined:
         result = run(
             "predictive-inflight", replace(base, headroom=0.0, inflight_target=frac), f"pred+inflight {frac}"
@@ -136,7 +143,14 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
             sweeps["oracle"].append(entry)
     goal = args.goal
     best = {name: cheapest(points, goal) for name, points in sweeps.items()}
-    default = next((p for p in sweeps["predictive"] if p["setting"] == DEFAULT_HEADROOM), None)
+    default = next(
+        (
+            p
+            for p in sweeps["predictive"]
+            if p["setting"] == DEFAULT_HEADROOM and p.get("burst_quantile") == DEFAULT_BURST_QUANTILE
+        ),
+        None,
+    )
     default_ok = default if default and default["attainment"] >= goal else None
     summary = {
         "oracle_gpu_hours": best["oracle"] and best["oracle"]["gpu_hours"],
@@ -231,11 +245,11 @@ def main() -> int:
         )
         write(args.out, {**part, "runtime_s": runtime, "cases": merged}, args.goal)
         return 0
-    args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, HEADROOMS
+    args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, PREDICTIVE
     args.combined = COMBINED_INFLIGHT
     if args.quick:
         args.days = args.days or 2.0
-        args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), (0.0, 0.2, 0.5)
+        args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), PREDICTIVE[:3]
         args.combined = (0.7,)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
@@ -263,6 +277,7 @@ def main() -> int:
         "days": args.days,
         "burst_cv": args.burst_cv,
         "default_headroom": DEFAULT_HEADROOM,
+        "default_burst_quantile": DEFAULT_BURST_QUANTILE,
         "runtime_s": round(time.monotonic() - started, 1),
         "cases": cases,
     }
@@ -289,7 +304,11 @@ def markdown(result: dict[str, Any]) -> str:
         best, s = case["best"], case["summary"]
         common = closure_at_common_level(case, result["goal"])
         tuned = best["predictive"]
-        tuned_txt = f"{gpu(tuned)} (h={tuned['setting']:g})" if tuned else "never"
+        tuned_txt = (
+            f"{gpu(tuned)} (h={tuned['setting']:g}, q={tuned.get('burst_quantile', '-')})"
+            if tuned
+            else "never"
+        )
         there = " / ".join(
             f"{common[k]:.0f}" if common[k] is not None else "-"
             for k in ("hpa_inflight", "predictive", "oracle")
