@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--standalone", action="store_true", help="no peering: only safe with exactly one replica"
     )
     peering.add_argument(
-        "--priority", type=int, default=0,
-        help="peering priority; the highest alive replica acts (give a standby a lower value)",
+        "--priority", type=_priority, default=0,
+        help="peering priority; the highest alive replica acts (give a standby a lower value). "
+        "'random' draws one per process, so identical replicas of one Deployment elect a leader",
     )  # fmt: skip
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument(
@@ -93,6 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often every LLMService is re-checked against the cluster (repairs hand edits of kinds not watched)",
     )  # fmt: skip
     behaviour.add_argument("-v", "--verbose", action="store_true", help="log every handler and API call")
+
+
+def _priority(value: str) -> int:
+    """An integer peering priority, or ``random``: a draw per process (kopf's docs suggest it for
+    replicas that share their arguments; equal priorities would make every replica pause)."""
+    if value == "random":
+        return secrets.randbelow(2**31 - 2) + 1
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'random', got {value!r}") from None
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:

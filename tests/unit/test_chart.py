@@ -457,13 +457,22 @@ def test_operator_pod_is_replaced_not_rolled(helm: str) -> None:
         assert only(render(helm, value_set), "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 
-@pytest.mark.parametrize("peering", [True, False])
-def test_several_replicas_are_refused_with_the_reason(helm: str, peering: bool) -> None:
+def test_standby_replicas_elect_a_leader_by_random_priority(helm: str) -> None:
+    result = _run_helm(helm, "template", RELEASE, str(CHART), values={"replicaCount": 3})
+    assert result.returncode == 0, result.stderr
+    deployment = only([d for d in yaml.safe_load_all(result.stdout) if d], "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--priority=random" in args and "--peering=llmfleet" in args
+
+
+def test_several_replicas_without_peering_are_refused_with_the_reason(helm: str) -> None:
     result = _run_helm(
-        helm, "template", RELEASE, str(CHART), values={"replicaCount": 2, "peering": {"enabled": peering}}
+        helm, "template", RELEASE, str(CHART), values={"replicaCount": 2, "peering": {"enabled": False}}
     )
     assert result.returncode != 0
-    assert "replicaCount must be 0 or 1: kopf pauses every operator pod" in result.stderr
+    assert "replicaCount above 1 needs peering.enabled" in result.stderr
 
 
 def test_image_defaults_to_the_app_version_and_the_renderers_image(helm: str) -> None:
