@@ -65,3 +65,11 @@ def test_metrics_endpoint_serves_the_operator_metrics() -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'llmfleet_operator_reconciles_total{result="ok",trigger="timer"}' in body
     assert "llmfleet_operator_reconcile_duration_seconds" in body
+
+
+def test_random_priority_differs_between_replicas_started_alike() -> None:
+    priorities = {parse("-A", "--priority", "random").priority for _ in range(20)}  # type: ignore[attr-defined]
+    assert len(priorities) == 20 and all(p > 0 for p in priorities)
+    assert parse("-A", "--priority", "7").priority == 7  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        parse("-A", "--priority", "high")
