@@ -3,10 +3,14 @@
 The result becomes the HPA's ``minReplicas``; the HPA still reacts upward on queue depth.
 Rules, in order:
 
-1. **Forecast**: ``ceil(upper * (1 + headroom) / capacity_rps)``, where ``upper`` is the upper
-   quantile of the peak request rate over a horizon at least as long as a replica's startup
-   (a replica asked for now only serves after it), and ``capacity_rps`` is what one replica
-   sustains.
+1. **Forecast**: ``ceil(rate * (1 + headroom) / capacity_rps)`` with
+   ``rate = peak * (1 + hypot(upper / peak - 1, burst - 1))``: ``peak`` and ``upper`` are the
+   point and upper-quantile peak request rate over a horizon at least as long as a replica's
+   startup (a replica asked for now only serves after it), ``burst`` the capacity per unit of
+   per-minute rate that recent sub-minute bursts call for
+   (:func:`llmfleet.scaling.forecast.burst_factor`, 1 = none), and ``capacity_rps`` what one
+   replica sustains. Level uncertainty and bursts are independent deviations, so their
+   relative excesses add in quadrature.
 2. **Feedback** raises the floor at once when the queue is deeper than ``target_queue_depth``
    per replica or TTFT p95 is above the SLO: to what the *observed* rate needs plus draining
    the queue within ``drain_s``, ``ceil((observed + queue_total / drain_s) * (1 + headroom) /
