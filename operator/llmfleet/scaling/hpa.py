@@ -140,16 +140,21 @@ def _change_in_period(events: tuple[tuple[float, int], ...], now: float, period_
     return sum(change for t, change in events if t > now - period_s)
 
 
+def _replicas_at_period_start(current: int, state: HPAState, now: float, period_s: int) -> int:
+    """Replicas at the start of a policy's period: the base its limit applies to (as the controller)."""
+    return (
+        current
+        - _change_in_period(state.up_events, now, period_s)
+        + _change_in_period(state.down_events, now, period_s)
+    )
+
+
 def scale_up_limit(current: int, state: HPAState, now: float, rules: Rules) -> int:
     if rules.select_policy == "Disabled":
         return current
     proposals = []
     for policy in rules.policies:
-        start = (
-            current
-            - _change_in_period(state.up_events, now, policy.period_s)
-            + _change_in_period(state.down_events, now, policy.period_s)
-        )
+        start = _replicas_at_period_start(current, state, now, policy.period_s)
         if policy.type == "Pods":
             proposals.append(start + policy.value)
         else:
@@ -162,11 +167,7 @@ def scale_down_limit(current: int, state: HPAState, now: float, rules: Rules) ->
         return current
     proposals = []
     for policy in rules.policies:
-        start = (
-            current
-            - _change_in_period(state.up_events, now, policy.period_s)
-            + _change_in_period(state.down_events, now, policy.period_s)
-        )
+        start = _replicas_at_period_start(current, state, now, policy.period_s)
         if policy.type == "Pods":
             proposals.append(start - policy.value)
         else:
