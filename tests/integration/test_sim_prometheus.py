@@ -77,7 +77,16 @@ def test_scaler_queries_work_against_scraped_sim_servers(tmp_path: Path) -> None
             # a third of the requests queue behind a whole generation (20 steps of >= 20 ms)
             ttft_p95 = eventually(prometheus, TTFT_P95, lambda value: value >= 0.1, "queueing in TTFT p95")
             per_model = prometheus.custom_query("sum by (model_name) (vllm:num_requests_running)")
-            per_backend = prometheus.custom_query("sum by (server_id) (llmfleet_sim_requests_received_total)")
+            # each backend's counter is scraped on its own schedule: wait until both show traffic
+            per_backend: list[dict[str, Any]] = []
+
+            def both_backends_counted() -> bool:
+                per_backend[:] = prometheus.custom_query(
+                    "sum by (server_id) (llmfleet_sim_requests_received_total)"
+                )
+                return len(per_backend) == 2 and all(float(series["value"][1]) > 0 for series in per_backend)
+
+            wait_until(both_backends_counted, 30, interval=0.5, what="requests counted on both backends")
 
     assert set(load.statuses) == {200}
     assert queue <= 2  # one client per server more than its two slots: at most one waits on each
