@@ -167,6 +167,8 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             cache["passwordSecretRef"] = {"name": "redis-pass"}
     autoscaling: dict[str, Any] = {"targetQueueDepth": draw(st.integers(1, 64))}
+    if draw(st.booleans()):
+        autoscaling["targetInFlightPerReplica"] = draw(st.integers(1, 512))
     if high > low and draw(st.booleans()):
         autoscaling["predictive"] = {
             "enabled": True,

@@ -556,6 +556,12 @@ class AutoscalingSpec(ApiModel):
         le=10000,
         description="Waiting requests per replica the HPA aims for (vLLM vllm:num_requests_waiting, TGI tgi_queue_size, llama.cpp llamacpp:requests_deferred).",
     )
+    target_in_flight_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description="Optional second HPA target: requests in flight (running + waiting) per replica. The queue only grows once replicas are saturated; in flight rises with the load, so this reacts earlier. About 0.6-0.8 of maxConcurrentSequences is a good start (docs/autoscaling.md).",
+    )
     scale_up: ScaleUp = Field(default_factory=ScaleUp, description="How fast the HPA adds replicas.")
     scale_down: ScaleDown = Field(default_factory=ScaleDown, description="How fast the HPA removes replicas.")
     predictive: PredictiveSpec = Field(

@@ -894,33 +894,45 @@ def test_every_schema_property_is_described() -> None:
 
 
 def test_documented_prometheus_adapter_rules_cover_every_engine_queue_gauge() -> None:
-    """docs/install.md ships the prometheus-adapter rule behind the HPA's queue metric."""
-    from llmfleet.render.model import QUEUE_METRIC
+    """docs/install.md ships the prometheus-adapter rules behind the HPA's Pods metrics."""
+    from llmfleet.render.model import INFLIGHT_METRIC, QUEUE_METRIC
 
     text = (ROOT / "docs" / "install.md").read_text()
     blocks = [
         yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if "seriesQuery" in b
     ]
     assert len(blocks) == 1, "expected one prometheus-adapter values block in docs/install.md"
-    (rule,) = blocks[0]["rules"]["custom"]
-    gauges = {
+    rules = {rule["name"]["as"]: rule for rule in blocks[0]["rules"]["custom"]}
+    queue = {
         "vllm:num_requests_waiting",
         "tgi_queue_size",
         "sglang:num_queue_reqs",
         "llamacpp:requests_deferred",
     }
-    for query in (rule["seriesQuery"], rule["metricsQuery"]):
-        names = re.search(r'__name__=~"([^"]+)"', query)
-        assert names is not None and set(names.group(1).split("|")) == gauges, query
-    assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
-    assert rule["name"] == {"matches": ".*", "as": QUEUE_METRIC}
-    assert rule["resources"]["overrides"] == {
-        "namespace": {"resource": "namespace"},
-        "pod": {"resource": "pod"},
+    running = {
+        "vllm:num_requests_running",
+        "tgi_batch_current_size",
+        "sglang:num_running_reqs",
+        "llamacpp:requests_processing",
     }
-    # The HPA asks for exactly this metric, as a Pods metric.
+    # metric -> (series that announce it, series summed into it)
+    expected = {QUEUE_METRIC: (queue, queue), INFLIGHT_METRIC: (running, running | queue)}
+    assert set(rules) == set(expected)
+    for metric, (announced, summed) in expected.items():
+        rule = rules[metric]
+        for query, gauges in ((rule["seriesQuery"], announced), (rule["metricsQuery"], summed)):
+            names = re.search(r'__name__=~"([^"]+)"', query)
+            assert names is not None and set(names.group(1).split("|")) == gauges, query
+        assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
+        assert rule["name"]["matches"] == ".*"
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }
+    # The HPA asks for exactly these metrics, as Pods metrics.
     hpas = [c for c in _rendered_children() if c["kind"] == "HorizontalPodAutoscaler"]
     assert hpas and all(h["spec"]["metrics"][0]["pods"]["metric"]["name"] == QUEUE_METRIC for h in hpas)
+    assert all(m["pods"]["metric"]["name"] in expected for h in hpas for m in h["spec"]["metrics"])
 
 
 # --- the image the chart runs --------------------------------------------------------------

@@ -227,6 +227,21 @@ def test_hpa_owns_replicas_and_follows_the_spec() -> None:
     }
 
 
+def test_in_flight_target_adds_a_second_hpa_metric() -> None:
+    without = render(minimal("vllm", replicas={"min": 1, "max": 4}))[("HorizontalPodAutoscaler", "chat")]
+    assert [m["pods"]["metric"]["name"] for m in without["spec"]["metrics"]] == ["llmfleet_queue_depth"]
+    spec = minimal(
+        "vllm",
+        replicas={"min": 1, "max": 4},
+        autoscaling={"targetQueueDepth": 4, "targetInFlightPerReplica": 48},
+    )
+    metrics = render(spec)[("HorizontalPodAutoscaler", "chat")]["spec"]["metrics"]
+    assert [(m["pods"]["metric"]["name"], m["pods"]["target"]["averageValue"]) for m in metrics] == [
+        ("llmfleet_queue_depth", "4"),
+        ("llmfleet_inflight_requests", "48"),
+    ]
+
+
 @pytest.mark.parametrize(("floor", "expected"), [(None, 2), (1, 2), (5, 5), (99, 6)])
 def test_predictive_floor_is_clamped_to_the_spec(floor: int | None, expected: int) -> None:
     hpa = render(minimal("vllm", replicas={"min": 2, "max": 6}), predictive_floor=floor)[

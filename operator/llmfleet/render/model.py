@@ -22,6 +22,7 @@ from llmfleet.render.engines import CACHE_DIR, HTTP_PORT, EngineContainer, engin
 
 COMPONENT = "model"
 QUEUE_METRIC = "llmfleet_queue_depth"
+INFLIGHT_METRIC = "llmfleet_inflight_requests"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
@@ -225,6 +226,27 @@ def model_pdb(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest | None:
     }
 
 
+def _pods_metric(name: str, average: int) -> Manifest:
+    # Served by prometheus-adapter from each engine's own gauges (docs/install.md).
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": str(average)}},
+    }
+
+
+def hpa_metrics(spec: LLMServiceSpec) -> list[Manifest]:
+    """Queue depth per replica, and in-flight requests per replica when a target is set.
+
+    With several metrics the HPA takes the largest recommendation, so in-flight scales up early
+    while the queue target still catches a saturated fleet.
+    """
+    auto = spec.autoscaling
+    metrics = [_pods_metric(QUEUE_METRIC, auto.target_queue_depth)]
+    if auto.target_in_flight_per_replica is not None:
+        metrics.append(_pods_metric(INFLIGHT_METRIC, auto.target_in_flight_per_replica))
+    return metrics
+
+
 def model_hpa(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest | None:
     if not has_hpa(spec):
         return None
@@ -237,16 +259,7 @@ def model_hpa(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest | None:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": model_name(ctx)},
             "minReplicas": hpa_floor(spec, ctx),
             "maxReplicas": spec.replicas.upper,
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        # Served by prometheus-adapter from each engine's queue gauge (docs/autoscaling.md).
-                        "metric": {"name": QUEUE_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": str(auto.target_queue_depth)},
-                    },
-                }
-            ],
+            "metrics": hpa_metrics(spec),
             "behavior": {
                 "scaleUp": {
                     "stabilizationWindowSeconds": auto.scale_up.stabilization_window_seconds,
