@@ -16,9 +16,9 @@ from llmfleet.render.common import (
     Manifest,
     RenderContext,
     checksum,
+    deployment,
     http_probe,
     metadata,
-    pod_security_context,
     restricted_security_context,
     selector_labels,
 )
@@ -99,31 +99,23 @@ def redis_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
         ],
         "securityContext": restricted_security_context(REDIS_UID, read_only_root=True),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(ctx, cache_name(ctx), "cache", "redis"),
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector_labels(ctx, "cache")},
-            "template": {
-                "metadata": {
-                    "labels": metadata(ctx, "", "cache", "redis")["labels"],
-                    "annotations": {CHECKSUM_ANNOTATION: checksum(redis_conf(spec))},
-                },
-                "spec": {
-                    "securityContext": pod_security_context(REDIS_UID),
-                    "enableServiceLinks": False,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": cache_name(ctx)}},
-                        {"name": "data", "emptyDir": {}},
-                    ],
-                },
-            },
+    return deployment(
+        ctx,
+        cache_name(ctx),
+        "cache",
+        "redis",
+        uid=REDIS_UID,
+        replicas=1,
+        strategy={"type": "Recreate"},
+        annotations={CHECKSUM_ANNOTATION: checksum(redis_conf(spec))},
+        pod={
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": cache_name(ctx)}},
+                {"name": "data", "emptyDir": {}},
+            ],
         },
-    }
+    )
 
 
 def redis_service(ctx: RenderContext) -> Manifest:
@@ -179,32 +171,24 @@ def gateway_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": restricted_security_context(GATEWAY_UID, read_only_root=True),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(ctx, gateway_name(ctx), "gateway", "llmfleet-gateway"),
-        "spec": {
-            "replicas": spec.load_balancer.replicas,
-            "selector": {"matchLabels": selector_labels(ctx, "gateway")},
-            "template": {
-                "metadata": {
-                    "labels": metadata(ctx, "", "gateway", "llmfleet-gateway")["labels"],
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(GATEWAY_METRICS_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": {
-                    "securityContext": pod_security_context(GATEWAY_UID),
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": spec.load_balancer.timeouts.read_seconds + 5,
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
+    return deployment(
+        ctx,
+        gateway_name(ctx),
+        "gateway",
+        "llmfleet-gateway",
+        uid=GATEWAY_UID,
+        replicas=spec.load_balancer.replicas,
+        annotations={
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(GATEWAY_METRICS_PORT),
+            "prometheus.io/path": "/metrics",
         },
-    }
+        pod={
+            "terminationGracePeriodSeconds": spec.load_balancer.timeouts.read_seconds + 5,
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    )
 
 
 def _gateway_peer(ctx: RenderContext) -> Manifest:

@@ -113,6 +113,41 @@ def metadata(ctx: RenderContext, name: str, component: str, app: str, **extra: A
     return meta
 
 
+def deployment(
+    ctx: RenderContext,
+    name: str,
+    component: str,
+    app: str,
+    *,
+    uid: int,
+    pod: Manifest,
+    replicas: int | None,
+    annotations: dict[str, str] | None = None,
+    strategy: Manifest | None = None,
+) -> Manifest:
+    """A Deployment of one component: selector, template labels and the restricted pod security
+    context every child shares; ``pod`` adds containers, volumes and the rest of the pod spec.
+
+    ``replicas=None`` leaves the field out (the HPA owns it under server-side apply).
+    """
+    spec: Manifest = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    if strategy is not None:
+        spec["strategy"] = strategy
+    spec["selector"] = {"matchLabels": selector_labels(ctx, component)}
+    spec["template"] = {
+        "metadata": {"labels": labels(ctx, component, app), "annotations": annotations or {}},
+        "spec": {"securityContext": pod_security_context(uid), "enableServiceLinks": False, **pod},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(ctx, name, component, app),
+        "spec": spec,
+    }
+
+
 def checksum(*payloads: Any) -> str:
     """A stable sha256 over JSON-serialisable payloads (for pod-template annotations)."""
     digest = hashlib.sha256()

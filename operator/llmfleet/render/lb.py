@@ -23,9 +23,9 @@ from llmfleet.render.common import (
     Manifest,
     RenderContext,
     checksum,
+    deployment,
     http_probe,
     metadata,
-    pod_security_context,
     restricted_security_context,
     selector_labels,
 )
@@ -154,7 +154,6 @@ def lb_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": restricted_security_context(uid, read_only_root=True),
     }
-    template_labels = metadata(ctx, "", COMPONENT, str(engine))["labels"]
     annotations = {CHECKSUM_ANNOTATION: checksum(supervisor_script(engine))}
     if engine == LbEngine.HAPROXY:
         annotations.update(
@@ -164,37 +163,32 @@ def lb_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
                 "prometheus.io/path": "/metrics",
             }
         )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(ctx, lb_name(ctx), COMPONENT, str(engine)),
-        "spec": {
-            "replicas": lb.replicas,
-            "selector": {"matchLabels": selector_labels(ctx, COMPONENT)},
-            "template": {
-                "metadata": {"labels": template_labels, "annotations": annotations},
-                "spec": {
-                    "securityContext": pod_security_context(uid),
-                    "enableServiceLinks": False,
-                    # Open streams may take up to readSeconds; give the drain that long.
-                    "terminationGracePeriodSeconds": lb.timeouts.read_seconds + 5,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": lb_name(ctx), "defaultMode": 0o555}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": {"matchLabels": selector_labels(ctx, COMPONENT)},
-                        }
-                    ],
-                },
-            },
+    return deployment(
+        ctx,
+        lb_name(ctx),
+        COMPONENT,
+        str(engine),
+        uid=uid,
+        replicas=lb.replicas,
+        annotations=annotations,
+        pod={
+            # Open streams may take up to readSeconds; give the drain that long.
+            "terminationGracePeriodSeconds": lb.timeouts.read_seconds + 5,
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": lb_name(ctx), "defaultMode": 0o555}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": selector_labels(ctx, COMPONENT)},
+                }
+            ],
         },
-    }
+    )
 
 
 def service(

@@ -12,9 +12,9 @@ from llmfleet.quantity import bytes_to_quantity
 from llmfleet.render.common import (
     Manifest,
     RenderContext,
+    deployment,
     http_probe,
     metadata,
-    pod_security_context,
     restricted_security_context,
     selector_labels,
 )
@@ -137,8 +137,6 @@ def model_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
             "prometheus.io/path": plan.metrics_path,
         }
     pod_spec: Manifest = {
-        "securityContext": pod_security_context(plan.run_as_user),
-        "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
         "containers": [_container(spec, plan, mounts)],
         "volumes": volumes,
@@ -146,26 +144,18 @@ def model_deployment(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
     }
     if loc.init_containers:
         pod_spec["initContainers"] = list(loc.init_containers)
-    deployment: Manifest = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(ctx, model_name(ctx), COMPONENT, str(spec.engine.kind)),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(ctx, COMPONENT)},
-            # GPUs are scarce: add one new replica before removing an old one, never go below.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": metadata(ctx, "", COMPONENT, str(spec.engine.kind))["labels"],
-                    "annotations": annotations,
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
-    if not has_hpa(spec):
-        deployment["spec"]["replicas"] = spec.replicas.min
-    return deployment
+    return deployment(
+        ctx,
+        model_name(ctx),
+        COMPONENT,
+        str(spec.engine.kind),
+        uid=plan.run_as_user,
+        replicas=None if has_hpa(spec) else spec.replicas.min,
+        # GPUs are scarce: add one new replica before removing an old one, never go below.
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        annotations=annotations,
+        pod=pod_spec,
+    )
 
 
 def model_service(spec: LLMServiceSpec, ctx: RenderContext) -> Manifest:
