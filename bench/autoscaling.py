@@ -32,7 +32,7 @@ from llmfleet.scaling.forecast import Forecast
 from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
 from llmfleet.sim.scalers import OracleScaler, ScalerSettings, make_scaler
 from llmfleet.sim.simulate import ProgressBar
-from llmfleet.sim.traces import Trace, load_trace
+from llmfleet.sim.traces import BURST_REFERENCES, Trace, load_trace
 
 TRACES = {
     "m-small": "servegen/language/m-small",
@@ -41,13 +41,16 @@ TRACES = {
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
 HPA_TARGETS = (1.0, 8.0)
-INFLIGHT_TARGETS = (0.5, 0.6, 0.7, 0.8)
+INFLIGHT_TARGETS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 # (headroom, burst quantile): the predictive sweep; the default is the API's headroom 0.2 with
 # the live scaler's default burst quantile 0.99.
-PREDICTIVE = ((0.0, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999))
+PREDICTIVE = ((0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999))
 COMBINED_INFLIGHT = (0.6, 0.7)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
+# The minute-rate oracle knows each future minute's mean work, not its seconds: what a perfect
+# forecast of the series the predictive scaler reads could buy (the forecastable part of the gap).
+MINUTE_ORACLE_UTILISATION = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_HEADROOM = ScalerSettings().headroom
 DEFAULT_BURST_QUANTILE = ScalerSettings().burst_quantile
 
@@ -116,6 +119,7 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         "predictive": [],
         "predictive-inflight": [],
         "oracle": [],
+        "oracle-minute": [],
     }
     for target in args.hpa_targets:
         sweeps["hpa"].append(
@@ -141,6 +145,9 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
             entry = point(simulate(trace, oracle, config), utilisation)
             entry["smooth_s"] = smooth
             sweeps["oracle"].append(entry)
+    for utilisation in MINUTE_ORACLE_UTILISATION:
+        oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=60)
+        sweeps["oracle-minute"].append(point(simulate(trace, oracle, config), utilisation))
     goal = args.goal
     best = {name: cheapest(points, goal) for name, points in sweeps.items()}
     default = next(
@@ -164,6 +171,10 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
             best["hpa-inflight"], best["predictive"], best["oracle"]
         ),
         "gap_closure_default_vs_hpa_inflight": closure(best["hpa-inflight"], default_ok, best["oracle"]),
+        "minute_oracle_gpu_hours": best["oracle-minute"] and best["oracle-minute"]["gpu_hours"],
+        "gap_closure_tuned_vs_minute_oracle": closure(
+            best["hpa-inflight"], best["predictive"], best["oracle-minute"]
+        ),
         "predictive_inflight_tuned": best["predictive-inflight"],
         "gap_closure_predictive_inflight_vs_hpa_inflight": closure(
             best["hpa-inflight"], best["predictive-inflight"], best["oracle"]
@@ -191,6 +202,7 @@ def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
         "predictive": "o-",
         "predictive-inflight": "v-",
         "oracle": "*",
+        "oracle-minute": "x--",
     }
     for case in cases:
         ax = axes[delays.index(case["startup_delay_s"])][names.index(case["trace"])]
@@ -223,6 +235,12 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument(
         "--burst-cv", type=float, default=None, help="ServeGen 10 s intensity cv cap (sensitivity; default 2)"
+    )
+    parser.add_argument(
+        "--servegen-bursts",
+        choices=BURST_REFERENCES,
+        default="native",
+        help="ServeGen 10 s fluctuations relative to the native rate (default) or to the rescaled one (the first model)",
     )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
@@ -257,7 +275,9 @@ def main() -> int:
     config = FleetConfig()
     for name in args.trace or list(TRACES):
         path = os.path.join(args.traces_dir, TRACES[name])
-        extra = {"max_block_cv": args.burst_cv} if args.burst_cv is not None else {}
+        extra: dict[str, Any] = {"burst_reference": args.servegen_bursts}
+        if args.burst_cv is not None:
+            extra["max_block_cv"] = args.burst_cv
         trace = replace(load_trace(path, config.capacity, days=args.days, **extra), name=name)
         for delay in args.delays:
             case = run_case(trace, delay, args)
@@ -276,6 +296,7 @@ def main() -> int:
         "goal": args.goal,
         "days": args.days,
         "burst_cv": args.burst_cv,
+        "servegen_bursts": args.servegen_bursts,
         "default_headroom": DEFAULT_HEADROOM,
         "default_burst_quantile": DEFAULT_BURST_QUANTILE,
         "runtime_s": round(time.monotonic() - started, 1),
@@ -297,8 +318,9 @@ def markdown(result: dict[str, Any]) -> str:
     rows = [
         "| trace | startup | oracle | HPA queue depth | HPA in-flight | predictive tuned (headroom) "
         "| predictive default | gap closed at 99%: tuned / default | predictive + in-flight HPA "
-        "| common level | GPU-h there: HPA in-flight / predictive / oracle | gap closed there |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| common level | GPU-h there: HPA in-flight / predictive / oracle | gap closed there "
+        "| minute-rate oracle | tuned's share of the forecastable gap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in result["cases"]:
         best, s = case["best"], case["summary"]
@@ -317,7 +339,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {case['trace']} | {case['startup_delay_s']} s | {gpu(best['oracle'])} | {gpu(best['hpa'])} "
             f"| {gpu(best['hpa-inflight'])} | {tuned_txt} | {gpu(s['predictive_default'])} "
             f"| {pct(s['gap_closure_tuned_vs_hpa_inflight'])} / {pct(s['gap_closure_default_vs_hpa_inflight'])} "
-            f"| {gpu(best['predictive-inflight'])} | {common['level']:.2%} | {there} | {pct(common['gap_closure'])} |"
+            f"| {gpu(best['predictive-inflight'])} | {common['level']:.2%} | {there} | {pct(common['gap_closure'])} "
+            f"| {gpu(best.get('oracle-minute'))} | {pct(s.get('gap_closure_tuned_vs_minute_oracle'))} |"
         )
     return "\n".join(rows)
 

@@ -178,6 +178,42 @@ def test_servegen_loader_keeps_window_totals_and_fills_gaps(tmp_path: Path) -> N
     assert discover(str(tmp_path)) == [str(folder)]
 
 
+def servegen_folder(tmp_path: Path, rates: list[float], cv: float = 1.0) -> str:
+    folder = tmp_path / "m-synthetic"
+    folder.mkdir()
+    rows = [f"{600 * i},{rate},{cv},Gamma,1,1" for i, rate in enumerate(rates)]
+    (folder / "chunk-0-trace.csv").write_text("\n".join(rows) + "\n")
+    return str(folder)
+
+
+def test_servegen_partial_collection_gaps_are_interpolated_and_real_dips_kept(tmp_path: Path) -> None:
+    rates = [2000.0] * 6 + [14.0] + [2000.0] * 6 + [700.0] + [2000.0] * 6
+    folder = servegen_folder(tmp_path, rates)
+    trace = load_servegen(folder, mean_rate=100.0, seed=0)
+    per_window = trace.count.reshape(-1, 600).mean(axis=1)
+    scale = 100.0 / np.mean([*rates[:6], 2000.0, *rates[7:]])  # the gap counts as 2,000 req/s
+    assert per_window[6] == pytest.approx(2000.0 * scale, rel=0.05)  # one client left reporting: a gap
+    assert per_window[13] == pytest.approx(700.0 * scale, rel=0.05)  # a third of the neighbours: traffic
+
+
+def test_servegen_rescaling_keeps_the_native_relative_burstiness(tmp_path: Path) -> None:
+    """Thinning 1,000 req/s of cv-3 clients to 10 req/s must not make 10 s blocks burstier
+    relative to their mean than the production traffic was (the first model did, ~10x in variance)."""
+    folder = servegen_folder(tmp_path, [1000.0] * 12, cv=3.0)
+
+    def excess_block_cv(reference: str) -> float:
+        trace = load_servegen(folder, mean_rate=10.0, seed=3, burst_reference=reference)
+        blocks = trace.count.reshape(-1, 10).sum(axis=1)
+        poisson = blocks.mean()  # the Poisson part of a block's variance
+        return float(np.sqrt(max(blocks.var() - poisson, 0.0)) / blocks.mean())
+
+    native = np.sqrt((9.0 - 1.0) / (1000.0 * 10))  # (D - 1) / (native rate * block), D = cv^2
+    assert excess_block_cv("native") < 3 * native
+    assert excess_block_cv("rescaled") > 5 * native
+    with pytest.raises(ValueError, match="burst_reference"):
+        load_servegen(folder, mean_rate=10.0, burst_reference="other")
+
+
 @pytest.mark.skipif(not os.path.isdir("/work/shared/traces"), reason="shared traces not mounted")
 def test_load_trace_rescales_to_the_requested_mean_load() -> None:
     path = "/work/shared/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
