@@ -30,9 +30,9 @@ from typing import Any
 
 from llmfleet.scaling.forecast import Forecast
 from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
-from llmfleet.sim.scalers import OracleScaler, ScalerSettings, make_scaler
+from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
 from llmfleet.sim.simulate import ProgressBar
-from llmfleet.sim.traces import BURST_REFERENCES, Trace, load_trace
+from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES, Trace, load_trace
 
 TRACES = {
     "m-small": "servegen/language/m-small",
@@ -41,16 +41,19 @@ TRACES = {
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
 HPA_TARGETS = (1.0, 8.0)
-INFLIGHT_TARGETS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 # (headroom, burst quantile): the predictive sweep; the default is the API's headroom 0.2 with
 # the live scaler's default burst quantile 0.99.
-PREDICTIVE = ((0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999))
+PREDICTIVE = ((0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999), (1.0, 0.999))
 COMBINED_INFLIGHT = (0.6, 0.7)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
 # The minute-rate oracle knows each future minute's mean work, not its seconds: what a perfect
 # forecast of the series the predictive scaler reads could buy (the forecastable part of the gap).
 MINUTE_ORACLE_UTILISATION = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# The present-knowledge reference sees the current load exactly but not the future: what a
+# causal scaler loses to load changes within one startup, however good its measurements.
+PRESENT_MARGINS = (0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0)
 DEFAULT_HEADROOM = ScalerSettings().headroom
 DEFAULT_BURST_QUANTILE = ScalerSettings().burst_quantile
 
@@ -120,6 +123,7 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         "predictive-inflight": [],
         "oracle": [],
         "oracle-minute": [],
+        "present": [],
     }
     for target in args.hpa_targets:
         sweeps["hpa"].append(
@@ -148,6 +152,9 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for utilisation in MINUTE_ORACLE_UTILISATION:
         oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=60)
         sweeps["oracle-minute"].append(point(simulate(trace, oracle, config), utilisation))
+    for margin in PRESENT_MARGINS:
+        present = PresentScaler(trace, config, margin=margin)
+        sweeps["present"].append(point(simulate(trace, present, config), margin))
     goal = args.goal
     best = {name: cheapest(points, goal) for name, points in sweeps.items()}
     default = next(
@@ -175,6 +182,8 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         "gap_closure_tuned_vs_minute_oracle": closure(
             best["hpa-inflight"], best["predictive"], best["oracle-minute"]
         ),
+        "present_gpu_hours": best["present"] and best["present"]["gpu_hours"],
+        "gap_closure_present_vs_hpa_inflight": closure(best["hpa-inflight"], best["present"], best["oracle"]),
         "predictive_inflight_tuned": best["predictive-inflight"],
         "gap_closure_predictive_inflight_vs_hpa_inflight": closure(
             best["hpa-inflight"], best["predictive-inflight"], best["oracle"]
@@ -203,6 +212,7 @@ def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
         "predictive-inflight": "v-",
         "oracle": "*",
         "oracle-minute": "x--",
+        "present": "d:",
     }
     for case in cases:
         ax = axes[delays.index(case["startup_delay_s"])][names.index(case["trace"])]
@@ -242,6 +252,12 @@ def main() -> int:
         default="native",
         help="ServeGen 10 s fluctuations relative to the native rate (default) or to the rescaled one (the first model)",
     )
+    parser.add_argument(
+        "--servegen-cv",
+        choices=CV_SOURCES,
+        default="fitted",
+        help="ServeGen client cv from the fitted distribution (default) or the cv column (the first model)",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
@@ -275,7 +291,7 @@ def main() -> int:
     config = FleetConfig()
     for name in args.trace or list(TRACES):
         path = os.path.join(args.traces_dir, TRACES[name])
-        extra: dict[str, Any] = {"burst_reference": args.servegen_bursts}
+        extra: dict[str, Any] = {"burst_reference": args.servegen_bursts, "cv_source": args.servegen_cv}
         if args.burst_cv is not None:
             extra["max_block_cv"] = args.burst_cv
         trace = replace(load_trace(path, config.capacity, days=args.days, **extra), name=name)
@@ -297,6 +313,7 @@ def main() -> int:
         "days": args.days,
         "burst_cv": args.burst_cv,
         "servegen_bursts": args.servegen_bursts,
+        "servegen_cv": args.servegen_cv,
         "default_headroom": DEFAULT_HEADROOM,
         "default_burst_quantile": DEFAULT_BURST_QUANTILE,
         "runtime_s": round(time.monotonic() - started, 1),
@@ -319,8 +336,8 @@ def markdown(result: dict[str, Any]) -> str:
         "| trace | startup | oracle | HPA queue depth | HPA in-flight | predictive tuned (headroom) "
         "| predictive default | gap closed at 99%: tuned / default | predictive + in-flight HPA "
         "| common level | GPU-h there: HPA in-flight / predictive / oracle | gap closed there "
-        "| minute-rate oracle | tuned's share of the forecastable gap |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| minute-rate oracle | tuned's share of the forecastable gap | present-knowledge reference (gap closed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in result["cases"]:
         best, s = case["best"], case["summary"]
@@ -340,7 +357,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {gpu(best['hpa-inflight'])} | {tuned_txt} | {gpu(s['predictive_default'])} "
             f"| {pct(s['gap_closure_tuned_vs_hpa_inflight'])} / {pct(s['gap_closure_default_vs_hpa_inflight'])} "
             f"| {gpu(best['predictive-inflight'])} | {common['level']:.2%} | {there} | {pct(common['gap_closure'])} "
-            f"| {gpu(best.get('oracle-minute'))} | {pct(s.get('gap_closure_tuned_vs_minute_oracle'))} |"
+            f"| {gpu(best.get('oracle-minute'))} | {pct(s.get('gap_closure_tuned_vs_minute_oracle'))} "
+            f"| {gpu(best.get('present'))} ({pct(s.get('gap_closure_present_vs_hpa_inflight'))}) |"
         )
     return "\n".join(rows)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from llmfleet.sim.fleet import CapacityModel, FleetConfig, Observation, simulate
-from llmfleet.sim.scalers import OracleScaler, ScalerSettings, make_scaler
-from llmfleet.sim.traces import Trace, discover, load_azure, load_servegen, load_trace
+from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
+from llmfleet.sim.traces import Trace, discover, load_azure, load_servegen, load_trace, servegen_windows
 
 CAP = CapacityModel()
 
@@ -132,6 +132,18 @@ def test_oracle_meets_the_slo_on_a_ramp_the_hpa_misses() -> None:
     assert hpa.slo_attainment < oracle.slo_attainment
 
 
+def test_present_reference_meets_a_step_only_one_startup_late() -> None:
+    step = np.concatenate([np.full(1200, 10.0), np.full(1800, 40.0)])
+    trace = synthetic(step)
+    config = FleetConfig(startup_delay_s=300)
+    present = PresentScaler(trace, config, margin=0.2)
+    result = simulate(trace, present, config)
+    late = result.slo_met[(result.arrival_s > 1200) & (result.arrival_s < 1500)].mean()
+    after = result.slo_met[result.arrival_s > 2800].mean()  # once the backlog has drained
+    assert late < 0.2 and after == 1.0  # it sees the step at once but cannot serve it sooner
+    assert min(k for k, _ in result.events if k >= 1200) <= 1215  # it asked at the first sync
+
+
 def test_predictive_scaler_follows_a_ramp_and_explains() -> None:
     ramp = np.concatenate([np.full(1800, 10.0), np.linspace(10, 40, 3600)])
     trace = synthetic(ramp)
@@ -181,9 +193,26 @@ def test_servegen_loader_keeps_window_totals_and_fills_gaps(tmp_path: Path) -> N
 def servegen_folder(tmp_path: Path, rates: list[float], cv: float = 1.0) -> str:
     folder = tmp_path / "m-synthetic"
     folder.mkdir()
-    rows = [f"{600 * i},{rate},{cv},Gamma,1,1" for i, rate in enumerate(rates)]
+    shape = 1 / cv**2
+    rows = [f"{600 * i},{rate},{cv},Gamma,{shape},{1 / (rate * shape)}" for i, rate in enumerate(rates)]
     (folder / "chunk-0-trace.csv").write_text("\n".join(rows) + "\n")
     return str(folder)
+
+
+def test_servegen_dispersion_comes_from_the_fitted_distribution(tmp_path: Path) -> None:
+    folder = tmp_path / "m-weibull"
+    folder.mkdir()
+    # A Weibull client whose cv column (93, an empirical cv) is far above its fitted shape's (10.7),
+    # and a Gamma client whose column agrees with its shape (cv 2).
+    (folder / "chunk-0-trace.csv").write_text("0,10.0,93.0,Weibull,0.2277,1.22\n")
+    (folder / "chunk-1-trace.csv").write_text("0,30.0,2.0,Gamma,0.25,0.1333\n")
+    rate, var = servegen_windows(str(folder))
+    assert rate == pytest.approx([40.0])
+    assert var == pytest.approx([10.0 * 10.7**2 + 30.0 * 4.0], rel=0.01)
+    _, column = servegen_windows(str(folder), cv_source="column")
+    assert column == pytest.approx([10.0 * 93.0**2 + 30.0 * 4.0])
+    with pytest.raises(ValueError, match="cv_source"):
+        servegen_windows(str(folder), cv_source="other")
 
 
 def test_servegen_partial_collection_gaps_are_interpolated_and_real_dips_kept(tmp_path: Path) -> None:

@@ -193,6 +193,38 @@ class OracleScaler:
         return int(self.plan[block]) if block < self.plan.size else 1
 
 
+class PresentScaler:
+    """Reference, not a product: sees the present work exactly (no metric lag, no forecast error)
+    and nothing of the future. At ``t`` it asks for ``(1 + margin)`` times the work of the last
+    ``smooth_s`` seconds, held for ``hold_s``. What it costs to reach the SLO measures how much
+    of the gap is lost to load changes within one startup delay, which no forecast of the past
+    can see coming (ServeGen's level steps)."""
+
+    name = "present"
+
+    def __init__(
+        self,
+        trace: Trace,
+        config: FleetConfig,
+        *,
+        margin: float = 0.3,
+        smooth_s: int = 60,
+        hold_s: int = 300,
+        period_s: int = 15,
+    ) -> None:
+        self.period_s = period_s
+        work = trace.work(config.capacity)
+        smooth = np.convolve(work, np.ones(smooth_s) / smooth_s, mode="full")[: work.size]
+        need = np.ceil(smooth * (1.0 + margin) - 1e-9)
+        padded = np.concatenate([np.zeros(max(hold_s - 1, 0)), need])
+        held = np.lib.stride_tricks.sliding_window_view(padded, max(hold_s, 1)).max(axis=1)
+        self.plan = np.maximum(held[::period_s], 1.0)
+
+    def decide(self, obs: Observation) -> int:
+        block = obs.now // self.period_s
+        return int(self.plan[block]) if block < self.plan.size else 1
+
+
 @dataclass(frozen=True)
 class ScalerSettings:
     """The knobs the benchmark sweeps; defaults are the LLMService API defaults."""

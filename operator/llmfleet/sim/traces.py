@@ -15,22 +15,32 @@ Two sources, two shapes:
   intensity around the window's rate whose variance is chosen so that the 10-minute count
   variance of the *native* traffic equals that of the superposed renewal processes,
   ``sum_k rate_k * cv_k**2`` per second (a renewal process with inter-arrival cv ``c`` has an
-  asymptotic index of dispersion ``c**2``). Rescaling keeps those relative intensity
-  fluctuations, as the Azure weights keep a burst's shape: the trace is the production
-  model's traffic on a fleet sized for it, each simulated replica standing for
-  ``native / rescaled`` real ones. (``burst_reference="rescaled"``, the first model, instead
-  kept every client's cv at its thinned rate; that multiplies the relative 10 s fluctuations
-  by ``sqrt(native / rescaled)``, 3.8x on m-small and 4.7x on m-mid, bursts the production
-  traffic never had.) Poisson counts at the rescaled rate add the request-level noise of the
-  smaller fleet on top. The block intensities are renormalised so each
-  window's total is the data's (the rates are measured, only their spread inside the window is
-  modelled), and their cv is capped at ``MAX_BLOCK_CV`` = 2: the clusters of a cv-27 Weibull
-  client are sub-second, and the asymptotic dispersion overstates the 10 s scale. Windows in
-  which the whole model reports 0 req/s (37 of 2,016 in m-small, 84 in m-mid, a production
-  model at ~1,000 req/s does not go silent) are collection gaps and are interpolated. ServeGen has no token lengths in
-  these files: prompts and outputs are drawn from log-normals fitted to the Azure conversation
-  trace (median 1,020 / 129 tokens, means 1,155 / 211), and each one-second bucket of requests
-  is one request group whose members' prompt lengths follow that distribution.
+  asymptotic index of dispersion ``c**2``). Three choices decide how bursty that is:
+
+  - *cv source*: each client's cv is its fitted distribution's (``pattern``, ``arg1``), which
+    is how the ServeGen README says to draw arrivals. For Gamma clients that equals the ``cv``
+    column; for Weibull clients the column is an empirical cv up to 40x the fitted one, and
+    a handful of them made the column's dispersion 21x (m-small) and 7x (m-mid) the fitted
+    distributions' (``cv_source="column"``, the first model).
+  - *burst reference*: rescaling keeps the native traffic's relative intensity fluctuations,
+    as the Azure weights keep a burst's shape: the trace is the production model's traffic on
+    a fleet sized for it, each simulated replica standing for ``native / rescaled`` real
+    ones. (``burst_reference="rescaled"``, the first model, kept every client's cv at its
+    thinned rate, which multiplies the relative 10 s fluctuations by ``sqrt(native /
+    rescaled)``, 3.8x on m-small and 4.7x on m-mid.) Poisson counts at the rescaled rate add
+    the request-level noise of the smaller fleet on top.
+  - *cap*: the block cv is capped at ``MAX_BLOCK_CV`` = 2 (the asymptotic dispersion
+    overstates the 10 s scale for clients whose clusters are sub-second).
+
+  The block intensities are renormalised so each window's total is the data's (the rates are
+  measured, only their spread inside the window is modelled). Windows in which the whole
+  model reports 0 req/s (37 of 2,016 in m-small, 84 in m-mid: a production model at ~1,000
+  req/s does not go silent), or under 5% of the surrounding hour's median (9 more in m-mid,
+  at ~14 req/s between windows at ~2,000), are collection gaps and are interpolated. ServeGen
+  has no token lengths in these files: prompts and outputs are drawn from log-normals fitted
+  to the Azure conversation trace (median 1,020 / 129 tokens, means 1,155 / 211), and each
+  one-second bucket of requests is one request group whose members' prompt lengths follow
+  that distribution.
 
 Everything is vectorised: a 14-day ServeGen trace is ~1.2 M one-second buckets.
 """
@@ -38,6 +48,7 @@ Everything is vectorised: a 14-day ServeGen trace is ~1.2 M one-second buckets.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from dataclasses import dataclass
 
@@ -53,6 +64,7 @@ MAX_PROMPT_TOKENS = 8000
 MAX_BLOCK_CV = 2.0
 PARTIAL_GAP_FRACTION = 0.05
 BURST_REFERENCES = ("native", "rescaled")
+CV_SOURCES = ("fitted", "column")
 
 
 def collection_gaps(rate: np.ndarray) -> np.ndarray:
@@ -150,16 +162,42 @@ def load_azure(path: str, *, scale: float = 1.0, name: str | None = None) -> Tra
     )
 
 
-def servegen_windows(folder: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-window total rate (req/s) and count variance per second ``sum rate*cv**2``."""
+def named_distribution_cv(pattern: np.ndarray, shape: np.ndarray, column_cv: np.ndarray) -> np.ndarray:
+    """Inter-arrival cv of each row's fitted distribution: Gamma ``1/sqrt(shape)``, Weibull
+    ``sqrt(G(1 + 2/k) / G(1 + 1/k)**2 - 1)``, Exponential 1; the ``cv`` column otherwise."""
+    cv = np.asarray(column_cv, dtype=float).copy()
+    gamma = (pattern == "Gamma") & (shape > 0)
+    cv[gamma] = 1.0 / np.sqrt(shape[gamma])
+    weibull = (pattern == "Weibull") & (shape > 0)
+    k = shape[weibull]
+    log_ratio = np.array([math.lgamma(1 + 2 / x) - 2 * math.lgamma(1 + 1 / x) for x in k])
+    cv[weibull] = np.sqrt(np.maximum(np.exp(log_ratio) - 1.0, 0.0)) if k.size else k
+    cv[pattern == "Exponential"] = 1.0
+    return cv
+
+
+def servegen_windows(folder: str, cv_source: str = "fitted") -> tuple[np.ndarray, np.ndarray]:
+    """Per-window total rate (req/s) and count variance per second ``sum rate*cv**2``.
+
+    ``cv_source="fitted"`` takes each client's cv from its named, fitted distribution (how the
+    ServeGen README says to draw arrivals); ``"column"`` from the ``cv`` column. They agree for
+    the Gamma clients; for the Weibull ones the column is far larger (rate-weighted cv^2 2,739
+    against 122 in m-small, 4,272 against 577 in m-mid: a few clients with empirical cvs of
+    30-800 whose fitted Weibull shapes give 10-30).
+    """
+    if cv_source not in CV_SOURCES:
+        raise ValueError(f"cv_source must be one of {CV_SOURCES}, not {cv_source!r}")
     files = sorted(glob.glob(os.path.join(folder, "*.csv")))
     if not files:
         raise FileNotFoundError(f"no ServeGen client CSVs in {folder}")
     rate_total: np.ndarray | None = None
     var_total: np.ndarray | None = None
     for file in files:
-        data = np.loadtxt(file, delimiter=",", usecols=(1, 2), ndmin=2)
-        rate, cv = data[:, 0], np.nan_to_num(data[:, 1])
+        data = np.loadtxt(file, delimiter=",", dtype=str, ndmin=2)
+        rate = data[:, 1].astype(float)
+        cv = np.nan_to_num(data[:, 2].astype(float))
+        if cv_source == "fitted":
+            cv = named_distribution_cv(data[:, 3], np.nan_to_num(data[:, 4].astype(float)), cv)
         rate_total = rate.copy() if rate_total is None else rate_total + rate
         var_total = rate * cv**2 if var_total is None else var_total + rate * cv**2
     assert rate_total is not None and var_total is not None
@@ -175,6 +213,7 @@ def load_servegen(
     name: str | None = None,
     max_block_cv: float = MAX_BLOCK_CV,
     burst_reference: str = "native",
+    cv_source: str = "fitted",
 ) -> Trace:
     """A ServeGen model folder as per-second buckets with the total rescaled to ``mean_rate``.
 
@@ -184,7 +223,7 @@ def load_servegen(
     """
     if burst_reference not in BURST_REFERENCES:
         raise ValueError(f"burst_reference must be one of {BURST_REFERENCES}, not {burst_reference!r}")
-    rate, var = servegen_windows(folder)
+    rate, var = servegen_windows(folder, cv_source)
     if days is not None:
         rate, var = (
             rate[: int(days * 86400 / SERVEGEN_WINDOW_S)],
@@ -270,6 +309,7 @@ def load_trace(
     days: float | None = None,
     max_block_cv: float = MAX_BLOCK_CV,
     burst_reference: str = "native",
+    cv_source: str = "fitted",
 ) -> Trace:
     """Load a CSV or ServeGen folder with its mean load rescaled to ``load_replicas`` replicas.
 
@@ -286,6 +326,7 @@ def load_trace(
             days=days,
             max_block_cv=max_block_cv,
             burst_reference=burst_reference,
+            cv_source=cv_source,
         )
     native = load_azure(path)
     offered = float(native.work(capacity).sum()) / native.seconds
