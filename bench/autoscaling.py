@@ -41,11 +41,11 @@ TRACES = {
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
 HPA_TARGETS = (1.0, 8.0)
-INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 # (headroom, burst quantile): the predictive sweep; the default is the API's headroom 0.2 with
 # the live scaler's default burst quantile 0.99.
-PREDICTIVE = ((0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999), (1.0, 0.999))
-COMBINED_INFLIGHT = (0.6, 0.7)  # predictive floor (headroom 0) under an in-flight HPA
+PREDICTIVE = ((0.0, None), (0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999), (1.0, 0.999))
+COMBINED_INFLIGHT = (0.9, 0.95)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
 # The minute-rate oracle knows each future minute's mean work, not its seconds: what a perfect

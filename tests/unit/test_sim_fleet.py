@@ -248,3 +248,19 @@ def test_load_trace_rescales_to_the_requested_mean_load() -> None:
     path = "/work/shared/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
     trace = load_trace(path, CAP, load_replicas=10.0)
     assert trace.work(CAP).mean() == pytest.approx(10.0, rel=1e-6)
+
+
+def test_simulate_command_prints_a_table_and_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmfleet.cli import main
+
+    rates = [1000.0, 1200.0, 1800.0, 1500.0, 1000.0, 900.0]
+    folder = servegen_folder(tmp_path, rates, cv=2.0)
+    plots = tmp_path / "plots"
+    argv = ["simulate", "--trace", folder, "--startup-delay", "120", "--quiet", "--plot-dir", str(plots)]
+    assert main([*argv, "--servegen-cv", "column"]) == 0
+    out = capsys.readouterr().out
+    for scaler in ("hpa ", "hpa-inflight", "predictive", "oracle"):
+        assert f"  {scaler}" in out
+    assert (plots / "m-synthetic.png").stat().st_size > 10_000
+    assert main(["simulate", "--trace", str(tmp_path / "nothing-here")]) == 2
+    assert "no trace found" in capsys.readouterr().err

@@ -41,6 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--inflight-target", type=float, default=0.8, help="hpa-inflight: fraction of a batch"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--servegen-cv",
+        choices=("fitted", "column"),
+        default="fitted",
+        help="ServeGen client cv: its fitted distribution's, or the trace's cv column (burstier)",
+    )
+    parser.add_argument(
+        "--servegen-bursts",
+        choices=("native", "rescaled"),
+        default="native",
+        help="ServeGen 10 s fluctuations relative to the native rate, or to the rescaled one (burstier)",
+    )
     parser.add_argument("--plot-dir", default="simulate-results", help="where the PNG plots go ('' for none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -82,7 +94,13 @@ def run_trace(
         startup_delay_s=args.startup_delay, metric_lag_s=args.metric_lag, slo_ttft_s=args.slo_ms / 1000.0
     )
     trace = load_trace(
-        path, config.capacity, load_replicas=args.load_replicas, seed=args.seed, days=args.days
+        path,
+        config.capacity,
+        load_replicas=args.load_replicas,
+        seed=args.seed,
+        days=args.days,
+        burst_reference=args.servegen_bursts,
+        cv_source=args.servegen_cv,
     )
     settings = ScalerSettings(
         target_queue_depth=args.target_queue_depth,
