@@ -162,7 +162,26 @@ class PredictiveScaler(HPAScaler):
         return self._hpa(obs, replace(self.spec, min_replicas=self.floor))
 
 
-class OracleScaler:
+class PlanScaler:
+    """A reference scaler whose decisions are fixed in advance from the trace: ``plan[b]``
+    replicas from second ``b * period_s`` (the simulator replays it on its vectorised path)."""
+
+    name = "plan"
+    period_s = 15
+    plan: np.ndarray
+
+    def decide(self, obs: Observation) -> int:
+        block = obs.now // self.period_s
+        return int(self.plan[block]) if block < self.plan.size else 1
+
+
+def trailing_work(trace: Trace, config: FleetConfig, smooth_s: int) -> np.ndarray:
+    """Replica-seconds of work per second, as a trailing mean over ``smooth_s`` seconds."""
+    work = trace.work(config.capacity)
+    return np.asarray(np.convolve(work, np.ones(smooth_s) / smooth_s, mode="full")[: work.size])
+
+
+class OracleScaler(PlanScaler):
     name = "oracle"
 
     def __init__(
@@ -175,10 +194,7 @@ class OracleScaler:
         period_s: int = 15,
     ) -> None:
         self.period_s = period_s
-        work = trace.work(config.capacity)
-        kernel = np.ones(smooth_s) / smooth_s
-        smooth = np.convolve(work, kernel, mode="full")[: work.size]  # trailing mean, causal shape
-        need = np.ceil(smooth / utilisation - 1e-9)
+        need = np.ceil(trailing_work(trace, config, smooth_s) / utilisation - 1e-9)
         blocks = math.ceil(need.size / period_s)
         padded = np.zeros(blocks * period_s)
         padded[: need.size] = need
@@ -188,12 +204,8 @@ class OracleScaler:
         window_max = np.lib.stride_tricks.sliding_window_view(tail, ahead + 1).max(axis=1)[:blocks]
         self.plan = np.maximum(window_max, 1.0)
 
-    def decide(self, obs: Observation) -> int:
-        block = obs.now // self.period_s
-        return int(self.plan[block]) if block < self.plan.size else 1
 
-
-class PresentScaler:
+class PresentScaler(PlanScaler):
     """Reference, not a product: sees the present work exactly (no metric lag, no forecast error)
     and nothing of the future. At ``t`` it asks for ``(1 + margin)`` times the work of the last
     ``smooth_s`` seconds, held for ``hold_s``. What it costs to reach the SLO measures how much
@@ -213,16 +225,10 @@ class PresentScaler:
         period_s: int = 15,
     ) -> None:
         self.period_s = period_s
-        work = trace.work(config.capacity)
-        smooth = np.convolve(work, np.ones(smooth_s) / smooth_s, mode="full")[: work.size]
-        need = np.ceil(smooth * (1.0 + margin) - 1e-9)
+        need = np.ceil(trailing_work(trace, config, smooth_s) * (1.0 + margin) - 1e-9)
         padded = np.concatenate([np.zeros(max(hold_s - 1, 0)), need])
         held = np.lib.stride_tricks.sliding_window_view(padded, max(hold_s, 1)).max(axis=1)
         self.plan = np.maximum(held[::period_s], 1.0)
-
-    def decide(self, obs: Observation) -> int:
-        block = obs.now // self.period_s
-        return int(self.plan[block]) if block < self.plan.size else 1
 
 
 @dataclass(frozen=True)
