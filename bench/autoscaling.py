@@ -7,14 +7,20 @@ delay (300 s, 120 s) it sweeps
   reactive baseline, in-flight requests per pod as a fraction of a replica's batch;
 * the predictive headroom (the floor under the rendered HPA, as shipped);
 * the oracle's utilisation and smoothing (the cheapest one reaching the goal is the bound);
+* two references: the minute-rate oracle (knows each future minute's mean only) and the
+  present-knowledge scaler (knows the current load exactly, nothing of the future);
 
 and reports the **gap closure** at the attainment goal (99% of requests within the TTFT SLO):
 ``(GPU-h of the cheapest HPA reaching it - predictive's) / (that HPA's - oracle's)``, for the
 predictive scaler tuned per trace (its cheapest headroom reaching the goal) and at its
 default headroom. Writes ``bench/results/autoscaling.json`` and ``autoscaling.png``.
 
-    python bench/autoscaling.py                 # everything (~15 min on two cores)
+    python bench/autoscaling.py                 # everything (~13 min in one process)
     python bench/autoscaling.py --quick         # 2 days of ServeGen, fewer points
+    # the published run: two processes, then one JSON
+    python bench/autoscaling.py --trace m-small --trace azure-code --trace azure-conv --out /tmp/a &
+    python bench/autoscaling.py --trace m-mid --out /tmp/b; wait
+    python bench/autoscaling.py --merge /tmp/a/autoscaling.json /tmp/b/autoscaling.json
 """
 
 from __future__ import annotations
