@@ -579,13 +579,17 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 1})
     with load_balancer(tmp_path, spec, fleet[:2]) as lb:
         async with llmclient.session() as client:
-            # Two 100-token streams (4 s) take both slots; two more wait, longer than 1 s.
-            outcomes = await asyncio.gather(
-                *(llmclient.stream_completion(client, lb.url, 100) for _ in range(4))
+            # Two 100-token streams (4 s) take both slots; two more, sent once they hold them,
+            # wait longer than 1 s.
+            holders = [asyncio.create_task(llmclient.stream_completion(client, lb.url, 100)) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            waiters = await asyncio.gather(
+                *(llmclient.stream_completion(client, lb.url, 100) for _ in range(2))
             )
+            outcomes = [*await asyncio.gather(*holders), *waiters]
     served = [o for o in outcomes if o.ok]
     timed_out = [o for o in outcomes if o.status == 503]
-    assert len(served) == 2 and len(timed_out) == 2, outcomes
+    assert len(served) == 2 and len(timed_out) == 2, [(o.status, o.server, o.ttft, o.total) for o in outcomes]
     assert all(o.headers.get("Retry-After") == "1" for o in timed_out)
     assert all(json.loads(o.body)["error"]["code"] == 503 for o in timed_out)
 
