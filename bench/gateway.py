@@ -24,13 +24,11 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.gateway_helpers import gateway, redis_server  # noqa: E402
+from tests.support.simserver import sim_server  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "gateway.json"
 CHAT = "/v1/chat/completions"
 # Distinct subjects for the semantic phase: each is asked once, then once more in other words.
 TOPICS = [
@@ -83,62 +87,6 @@ TOPICS = [
     "a suspension bridge",
     "a search engine",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
-@contextlib.contextmanager
-def started(
-    argv: list[str], ready_url: str, log: Path, timeout: float = 60.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-    try:
-        if ready_url.startswith("redis://"):
-            port = int(ready_url.rsplit(":", 1)[1])
-            deadline = time.monotonic() + timeout
-            while not _redis_up(port):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-        else:
-            wait_http(ready_url, process, timeout)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _redis_up(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
-    return False
 
 
 def sim_received(url: str) -> float:
@@ -377,99 +325,32 @@ def main() -> int:
     if shutil.which("redis-server") is None:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2
-    py = [sys.executable, "-m", "llmfleet.cli"]
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_dir:
         tmp = Path(tmp_dir)
-        redis_port, sim_port, gw_port, gw_admin, sem_port, sem_admin = (free_port() for _ in range(6))
-        redis_url = f"redis://127.0.0.1:{redis_port}"
-        sim = f"http://127.0.0.1:{sim_port}"
         info = machine()
         with contextlib.ExitStack() as stack:
-            stack.enter_context(
-                started(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(tmp),
-                    ],
-                    redis_url,
-                    tmp / "redis.log",
+            store = stack.enter_context(redis_server(tmp))
+            redis_url = store.url.removesuffix("/0")
+            sim = stack.enter_context(
+                sim_server(
+                    tmp,
+                    id="bench",
+                    decode_base_seconds=0.001,
+                    decode_per_seq_seconds=0.0001,
+                    prefill_seconds_per_token=0.00001,
                 )
-            )
-            stack.enter_context(
-                started(
-                    [
-                        *py,
-                        "sim-server",
-                        "--port",
-                        str(sim_port),
-                        "--id",
-                        "bench",
-                        "--decode-base-seconds",
-                        "0.001",
-                        "--decode-per-seq-seconds",
-                        "0.0001",
-                        "--prefill-seconds-per-token",
-                        "0.00001",
-                    ],
-                    f"{sim}/health",
-                    tmp / "sim.log",
-                )
-            )
-            common = [
-                "--host",
-                "127.0.0.1",
-                "--upstream",
-                sim,
-                "--redis-url",
-                f"{redis_url}/0",
-                "--ttl-seconds",
-                "3600",
-                "--tenant-header",
-                "X-Tenant-ID",
-                "--max-cached-bytes",
-                "1048576",
-                "--log-level",
-                "WARNING",
-            ]
-            stack.enter_context(
-                started(
-                    [*py, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_admin), *common],
-                    f"http://127.0.0.1:{gw_admin}/readyz",
-                    tmp / "gateway.log",
-                )
-            )
+            ).url
+            common = ("--max-cached-bytes", "1048576", "--log-level", "WARNING")
+            plain = stack.enter_context(gateway(tmp, sim, store.url, *common))
             semantic_url = None
             if not args.no_semantic:
-                stack.enter_context(
-                    started(
-                        [
-                            *py,
-                            "gateway",
-                            "--port",
-                            str(sem_port),
-                            "--metrics-port",
-                            str(sem_admin),
-                            *common,
-                            "--semantic",
-                            "--semantic-threshold",
-                            "0.92",
-                        ],
-                        f"http://127.0.0.1:{sem_admin}/readyz",
-                        tmp / "gateway-semantic.log",
-                        timeout=180,
+                semantic = stack.enter_context(
+                    gateway(
+                        tmp, sim, store.url, *common, "--semantic", "--semantic-threshold", "0.92", timeout=180
                     )
                 )
-                semantic_url = f"http://127.0.0.1:{sem_port}"
-            results = asyncio.run(run_phases(args, sim, f"http://127.0.0.1:{gw_port}", semantic_url))
+                semantic_url = semantic.url
+            results = asyncio.run(run_phases(args, sim, plain.url, semantic_url))
             results["semantic_index_scan"] = index_scan(redis_url)
     results["overhead_ms"] = {
         key: round(results["miss"][key] - results["direct"][key], 3)
