@@ -23,6 +23,8 @@ ORACLE_SMOOTHING_S = (30, 15, 5, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES
+
     parser.add_argument("--trace", required=True, help="Azure CSV, ServeGen folder, or a folder of them")
     parser.add_argument("--scaler", default="all", choices=[*SCALERS, "all"])
     parser.add_argument("--startup-delay", type=int, default=300, help="seconds until a new replica serves")
@@ -43,13 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--servegen-cv",
-        choices=("fitted", "column"),
+        choices=CV_SOURCES,
         default="fitted",
         help="ServeGen client cv: its fitted distribution's, or the trace's cv column (burstier)",
     )
     parser.add_argument(
         "--servegen-bursts",
-        choices=("native", "rescaled"),
+        choices=BURST_REFERENCES,
         default="native",
         help="ServeGen 10 s fluctuations relative to the native rate, or to the rescaled one (burstier)",
     )
