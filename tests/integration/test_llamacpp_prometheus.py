@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 
 from tests.support.llama import LlamaServer, llama_server, tiny_model
+from tests.support.load import ClientThreads
 from tests.support.process import wait_until
 from tests.support.prometheus import eventually, run_prometheus, scalar
 
@@ -33,17 +33,18 @@ TOKEN_RATE = "sum(rate(llamacpp:tokens_predicted_total[10s]))"
 PROMPT_RATE = "sum(rate(llamacpp:prompt_tokens_total[10s]))"
 
 
-class Load:
+class Load(ClientThreads):
     """``clients`` threads per server, each streaming completions until stopped (bounded count)."""
 
     def __init__(self, servers: list[LlamaServer], clients: int, max_requests: int = 40,
                  max_tokens: int = 96) -> None:  # fmt: skip
-        self.stop = threading.Event()
+        super().__init__(join_timeout=120)
         self.tokens: list[int] = []
         self.errors: list[str] = []
         self.max_tokens = max_tokens
-        self.threads = [threading.Thread(target=self._client, args=(server, max_requests, i), daemon=True)
-                        for server in servers for i in range(clients)]  # fmt: skip
+        for server in servers:
+            for i in range(clients):
+                self.spawn(self._client, server, max_requests, i)
 
     def _client(self, server: LlamaServer, max_requests: int, i: int) -> None:
         # A fresh connection per request: llama-server closes it after every stream.
@@ -62,16 +63,6 @@ class Load:
                     self.tokens.append(count)
             except httpx.HTTPError as error:
                 self.errors.append(repr(error))
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
 
 
 def test_queue_and_load_signals_follow_a_rising_load(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ against the simulator, with the ``model_name`` label where vLLM puts it.
 
 from __future__ import annotations
 
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from prometheus_api_client import PrometheusConnect
 
+from tests.support.load import ClientThreads
 from tests.support.process import wait_until
 from tests.support.prometheus import eventually, run_prometheus, scalar
 from tests.support.simserver import SimServer, sim_server
@@ -27,17 +27,15 @@ TTFT_P95 = "histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_
 SUCCESS_RATE = "sum(rate(vllm:request_success_total[10s]))"
 
 
-class Load:
+class Load(ClientThreads):
     """Clients that keep sending requests until stopped (at most ``max_requests`` each)."""
 
     def __init__(self, servers: list[SimServer], clients_per_server: int, max_requests: int) -> None:
-        self.stop = threading.Event()
+        super().__init__(join_timeout=30)
         self.statuses: list[int] = []
-        self.threads = [
-            threading.Thread(target=self._client, args=(server, max_requests), daemon=True)
-            for server in servers
-            for _ in range(clients_per_server)
-        ]
+        for server in servers:
+            for _ in range(clients_per_server):
+                self.spawn(self._client, server, max_requests)
 
     def _client(self, server: SimServer, max_requests: int) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -49,16 +47,6 @@ class Load:
                     for _line in response.iter_lines():
                         pass
                     self.statuses.append(response.status_code)
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
 
 def test_scaler_queries_work_against_scraped_sim_servers(tmp_path: Path) -> None:
