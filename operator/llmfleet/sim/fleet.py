@@ -36,19 +36,24 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from llmfleet.sim.engine import EngineConfig
+
 if TYPE_CHECKING:
     from llmfleet.sim.traces import Trace
 
 
+_ENGINE = EngineConfig()
+
+
 @dataclass(frozen=True)
 class CapacityModel:
-    """One replica's engine, in the sim-server's terms (defaults match ``EngineConfig``)."""
+    """One replica's engine, in the sim-server's terms (defaults are ``EngineConfig``'s)."""
 
-    max_num_seqs: int = 256
-    kv_cache_tokens: int = 131072
-    prefill_seconds_per_token: float = 0.0001
-    decode_base_seconds: float = 0.015
-    decode_per_seq_seconds: float = 0.0002
+    max_num_seqs: int = _ENGINE.max_num_seqs
+    kv_cache_tokens: int = _ENGINE.kv_cache_tokens
+    prefill_seconds_per_token: float = _ENGINE.prefill_seconds_per_token
+    decode_base_seconds: float = _ENGINE.decode_base_seconds
+    decode_per_seq_seconds: float = _ENGINE.decode_per_seq_seconds
 
     def batch_limit(self, mean_sequence_tokens: float) -> int:
         return max(1, min(self.max_num_seqs, int(self.kv_cache_tokens // max(mean_sequence_tokens, 1.0))))
