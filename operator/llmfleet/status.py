@@ -108,16 +108,15 @@ def _pods_hint(service: LLMService, component: str) -> str:
     )
 
 
+def _not_created(kind: ConditionType, child: str) -> Cond:
+    return Cond(kind, FALSE, Reason.NOT_CREATED, f"{child} does not exist yet; the operator is creating it.")
+
+
 def model_condition(service: LLMService, dep: DeploymentState) -> Cond:
     kind = ConditionType.MODEL_AVAILABLE
     name = f"{service.name}-model"
     if not dep.exists:
-        return Cond(
-            kind,
-            FALSE,
-            Reason.NOT_CREATED,
-            f"Deployment {name} does not exist yet; the operator is creating it.",
-        )
+        return _not_created(kind, f"Deployment {name}")
     if dep.ready == 0:
         if dep.failure is not None:
             reason, detail = dep.failure
@@ -154,12 +153,7 @@ def lb_condition(service: LLMService, dep: DeploymentState, endpoints: int) -> C
     engine = str(service.spec.load_balancer.engine)
     name = f"{service.name}-lb"
     if not dep.exists:
-        return Cond(
-            kind,
-            FALSE,
-            Reason.NOT_CREATED,
-            f"Deployment {name} does not exist yet; the operator is creating it.",
-        )
+        return _not_created(kind, f"Deployment {name}")
     if dep.ready == 0:
         return Cond(
             kind,
@@ -223,12 +217,7 @@ def autoscaling_condition(service: LLMService, hpa: Obj | None, floor: int) -> C
             f"replicas.max equals replicas.min ({spec.replicas.min}): fixed size, no HPA. Set replicas.max higher to autoscale on queue depth.",
         )
     if hpa is None:
-        return Cond(
-            kind,
-            FALSE,
-            Reason.NOT_CREATED,
-            f"HorizontalPodAutoscaler {service.name} does not exist yet; the operator is creating it.",
-        )
+        return _not_created(kind, f"HorizontalPodAutoscaler {service.name}")
     for cond in (hpa.get("status") or {}).get("conditions") or []:
         if cond.get("status") != FALSE:
             continue
