@@ -594,6 +594,30 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     assert all(json.loads(o.body)["error"]["code"] == 503 for o in timed_out)
 
 
+async def test_haproxy_cap_holds_for_requests_arriving_together(fleet: list[Backend], tmp_path: Path) -> None:
+    """Two requests at once, two backends at ``maxConcurrencyPerReplica: 1``: one each, every time.
+
+    With ``nbthread 2`` haproxy put both on one backend in 6 of 40 such pairs (both streams
+    running at once, ``haproxy_server_max_sessions`` 2 against a limit of 1).
+    """
+    wait_idle(fleet[:2])
+    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 5})
+    with load_balancer(tmp_path, spec, fleet[:2]) as lb:
+        async with llmclient.session() as client:
+            pairs = [
+                await asyncio.gather(*(llmclient.stream_completion(client, lb.url, 5) for _ in range(2)))
+                for _ in range(40)
+            ]
+        haproxy = lb.haproxy_metrics()
+    assert all(o.ok for pair in pairs for o in pair)
+    shared = [[(o.server, o.total) for o in pair] for pair in pairs if pair[0].server == pair[1].server]
+    # a pair on one backend is fine only if the second waited for the first (5 tokens apart)
+    overlapping = [p for p in shared if abs(p[0][1] - p[1][1]) < 4 * STEP]
+    assert not overlapping, overlapping
+    for backend in fleet[:2]:
+        assert metric_sum(haproxy, "haproxy_server_max_sessions", proxy="model", server=backend.name) <= 1
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_lb_pod_termination_finishes_open_streams(
     engine: str, fleet: list[Backend], tmp_path: Path
