@@ -36,16 +36,20 @@ class SimServer:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=timeout) as response:
             return str(response.read().decode())
 
-    def metric(self, name: str, timeout: float = 5.0) -> float:
-        """Sum of every sample of ``name`` on /metrics (all label sets); 0.0 when absent."""
-        total = 0.0
+    def metrics(self, timeout: float = 5.0) -> dict[str, float]:
+        """One scrape of /metrics: every metric name with the sum of its samples (all label sets)."""
+        totals: dict[str, float] = {}
         for line in self.metrics_text(timeout).splitlines():
-            if line.startswith("#"):
+            if line.startswith("#") or not line.strip():
                 continue
             sample, _, value = line.rpartition(" ")
-            if sample == name or sample.startswith(name + "{"):
-                total += float(value)
-        return total
+            name = sample.partition("{")[0]
+            totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
+
+    def metric(self, name: str, timeout: float = 5.0) -> float:
+        """Sum of every sample of ``name`` on /metrics (all label sets); 0.0 when absent."""
+        return self.metrics(timeout).get(name, 0.0)
 
     def healthy(self) -> bool:
         return http_ok(f"{self.url}/health")
