@@ -47,21 +47,45 @@ TRACES = {
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
 HPA_TARGETS = (1.0, 8.0)
-INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-# (headroom, burst quantile): the predictive sweep; the default is the API's headroom 0.2 with
-# the live scaler's default burst quantile 0.99.
-PREDICTIVE = ((0.0, None), (0.0, 0.99), (0.1, 0.99), (0.2, 0.99), (0.5, 0.99), (0.2, 0.999), (1.0, 0.999))
+INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 1.0)
+# (headroom, burst quantile, forecast band quantile): the predictive sweep; the default is the
+# API's headroom 0.2 with the live scaler's default burst quantile 0.99 and band quantile 0.9.
+PREDICTIVE = (
+    (0.0, None, 0.9),
+    (0.0, 0.99, 0.9),
+    (0.1, 0.99, 0.9),
+    (0.2, 0.99, 0.9),
+    (0.5, 0.99, 0.9),
+    (0.2, 0.999, 0.9),
+    (1.0, 0.999, 0.9),
+)
+# Failing fast, a shortage costs only its excess, so the sweep reaches below the upper band.
+PREDICTIVE_FAIL_FAST = (
+    (0.0, None, 0.5),
+    (0.0, None, 0.6),
+    (0.0, None, 0.7),
+    (0.0, None, 0.8),
+    (0.0, None, 0.9),
+    (0.1, None, 0.9),
+    (0.0, 0.99, 0.9),
+    (0.2, 0.99, 0.9),
+)
+# What the live scaler defaults to when the balancer fails fast: no burst factor, headroom 0.
+FAIL_FAST_DEFAULT = (0.0, None, 0.9)
 COMBINED_INFLIGHT = (0.9, 0.95)  # predictive floor (headroom 0) under an in-flight HPA
-ORACLE_SMOOTHING = (1, 5, 15, 30)
+ORACLE_SMOOTHING = (1, 5, 15, 30, 60, 120)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
+ORACLE_UTILISATION_FAIL_FAST = (0.9, 1.0, 1.05, 1.1)  # running short is cheap when it costs only the excess
 # The minute-rate oracle knows each future minute's mean work, not its seconds: what a perfect
 # forecast of the series the predictive scaler reads could buy (the forecastable part of the gap).
 MINUTE_ORACLE_UTILISATION = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # The present-knowledge reference sees the current load exactly but not the future: what a
 # causal scaler loses to load changes within one startup, however good its measurements.
 PRESENT_MARGINS = (0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0)
+PRESENT_MARGINS_FAIL_FAST = (0.0, 0.05, 0.1, 0.2, 0.3, 0.6)
 DEFAULT_HEADROOM = ScalerSettings().headroom
 DEFAULT_BURST_QUANTILE = ScalerSettings().burst_quantile
+DEFAULT_BAND_QUANTILE = ScalerSettings().forecast_quantile
 
 
 def point(result: SimResult, setting: float) -> dict[str, float]:
@@ -112,9 +136,9 @@ def closure(
 
 
 def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = FleetConfig(startup_delay_s=delay)
+    config = FleetConfig(startup_delay_s=delay, queue_timeout_s=args.queue_timeout)
     base = ScalerSettings()
-    cache: dict[tuple[int, float], Forecast] = {}
+    cache: dict[tuple[int, float, float], Forecast] = {}
     burst_cache: dict[tuple[int, float, float], float] = {}
     quiet = args.quiet
 
@@ -138,11 +162,12 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for frac in args.inflight_targets:
         result = run("hpa-inflight", replace(base, inflight_target=frac), f"hpa-inflight {frac}")
         sweeps["hpa-inflight"].append(point(result, frac))
-    for headroom, quantile in args.headrooms:
-        settings = replace(base, headroom=headroom, burst_quantile=quantile)
-        result = run("predictive", settings, f"predictive h={headroom} q={quantile}")
+    for headroom, quantile, band in args.headrooms:
+        settings = replace(base, headroom=headroom, burst_quantile=quantile, forecast_quantile=band)
+        result = run("predictive", settings, f"predictive h={headroom} q={quantile} band={band}")
         entry = point(result, headroom)
         entry["burst_quantile"] = quantile
+        entry["forecast_quantile"] = band
         sweeps["predictive"].append(entry)
     for frac in args.combined:
         result = run(
@@ -150,7 +175,7 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         )
         sweeps["predictive-inflight"].append(point(result, frac))
     for smooth in ORACLE_SMOOTHING:
-        for utilisation in ORACLE_UTILISATION:
+        for utilisation in args.oracle_utilisation:
             oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=smooth)
             entry = point(simulate(trace, oracle, config), utilisation)
             entry["smooth_s"] = smooth
@@ -158,7 +183,7 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for utilisation in MINUTE_ORACLE_UTILISATION:
         oracle = OracleScaler(trace, config, utilisation=utilisation, smooth_s=60)
         sweeps["oracle-minute"].append(point(simulate(trace, oracle, config), utilisation))
-    for margin in PRESENT_MARGINS:
+    for margin in args.present_margins:
         present = PresentScaler(trace, config, margin=margin)
         sweeps["present"].append(point(simulate(trace, present, config), margin))
     goal = args.goal
@@ -167,7 +192,8 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         (
             p
             for p in sweeps["predictive"]
-            if p["setting"] == DEFAULT_HEADROOM and p.get("burst_quantile") == DEFAULT_BURST_QUANTILE
+            if (p["setting"], p.get("burst_quantile"), p.get("forecast_quantile", DEFAULT_BAND_QUANTILE))
+            == args.default_predictive
         ),
         None,
     )
@@ -264,6 +290,13 @@ def main() -> int:
         default="fitted",
         help="ServeGen client cv from the fitted distribution (default) or the cv column (the first model)",
     )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the balancer rejects requests that would wait longer (fail fast); default: unbounded FIFO queue",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
@@ -287,9 +320,15 @@ def main() -> int:
         return 0
     args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, PREDICTIVE
     args.combined = COMBINED_INFLIGHT
+    args.oracle_utilisation, args.present_margins = ORACLE_UTILISATION, PRESENT_MARGINS
+    args.default_predictive = (DEFAULT_HEADROOM, DEFAULT_BURST_QUANTILE, DEFAULT_BAND_QUANTILE)
+    if args.queue_timeout is not None:
+        args.headrooms = PREDICTIVE_FAIL_FAST
+        args.oracle_utilisation, args.present_margins = ORACLE_UTILISATION_FAIL_FAST, PRESENT_MARGINS_FAIL_FAST
+        args.default_predictive = FAIL_FAST_DEFAULT
     if args.quick:
         args.days = args.days or 2.0
-        args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), PREDICTIVE[:3]
+        args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), args.headrooms[:3]
         args.combined = (0.7,)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
@@ -320,6 +359,7 @@ def main() -> int:
         "burst_cv": args.burst_cv,
         "servegen_bursts": args.servegen_bursts,
         "servegen_cv": args.servegen_cv,
+        "queue_timeout_s": args.queue_timeout,
         "default_headroom": DEFAULT_HEADROOM,
         "default_burst_quantile": DEFAULT_BURST_QUANTILE,
         "runtime_s": round(time.monotonic() - started, 1),

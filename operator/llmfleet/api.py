@@ -364,11 +364,11 @@ class Timeouts(ApiModel):
         le=86400,
         description="Longest silence allowed while reading a response (also how long a reload waits for open streams).",
     )
-    queue_seconds: int = Field(
+    queue_seconds: float = Field(
         default=30,
-        ge=1,
+        ge=0.05,
         le=3600,
-        description="How long a request may wait in the balancer for a free replica slot before HTTP 503.",
+        description="How long a request may wait in the balancer (haproxy) for a free replica slot before HTTP 503; fractions allowed (0.5 = 500 ms). Below the TTFT SLO it fails fast: a shortage then costs only the requests over capacity instead of making every request behind the queue late (docs/autoscaling.md).",
     )
 
 
@@ -672,6 +672,17 @@ class LLMServiceSpec(ApiModel):
     def concurrency_cap(self) -> int | None:
         """Requests per replica the balancer lets through at once (None: unlimited)."""
         return self.load_balancer.max_concurrency_per_replica or self.engine.tuning.max_concurrent_sequences
+
+    def balancer_fails_fast(self) -> bool:
+        """Whether the balancer turns away work it cannot start within the TTFT SLO instead of
+        queueing it: nginx at the concurrency cap (no upstream queue), or haproxy whose queue
+        timeout is shorter than the SLO (one second when no SLO is set)."""
+        if self.concurrency_cap() is None:
+            return False  # nothing is held back in the balancer: the engines queue everything
+        if self.load_balancer.engine == LbEngine.NGINX:
+            return True
+        slo_ms = self.slo.ttft_p95_ms or 1000
+        return self.load_balancer.timeouts.queue_seconds * 1000 < slo_ms
 
 
 # ---------------------------------------------------------------------------------------------

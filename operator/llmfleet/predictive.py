@@ -36,8 +36,15 @@ def fetch_from_prometheus(url: str, service: LLMService, now: float) -> Any:
     from llmfleet.scaling.metrics import connect, fetch, selector
 
     client = connect(url)
+    spec = service.spec
+    # The balancer pods sit behind <name>-lb when the caching gateway fronts them, else <name>.
+    lb_service = f"{service.name}-lb" if spec.cache.enabled else service.name
     return fetch(
-        client, str(service.spec.engine.kind), selector(service.namespace, f"{service.name}-model"), now=now
+        client,
+        str(spec.engine.kind),
+        selector(service.namespace, f"{service.name}-model"),
+        now=now,
+        balancer=(str(spec.load_balancer.engine), selector(service.namespace, lb_service)),
     )
 
 

@@ -574,13 +574,14 @@ async def test_no_ready_replica_answers_503_with_retry_after(engine: str, tmp_pa
 async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     fleet: list[Backend], tmp_path: Path
 ) -> None:
-    """haproxy's queue is bounded in time: past ``timeouts.queueSeconds`` a waiting request gets 503."""
+    """haproxy's queue is bounded in time: past ``timeouts.queueSeconds`` (here 500 ms, a fraction
+    of a second as failing fast within a TTFT SLO needs) a waiting request gets 503."""
     wait_idle(fleet[:2])
-    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 1})
+    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 0.5})
     with load_balancer(tmp_path, spec, fleet[:2]) as lb:
         async with llmclient.session() as client:
             # Two 100-token streams (4 s) take both slots; two more, sent once they hold them,
-            # wait longer than 1 s.
+            # wait longer than 0.5 s.
             holders = [asyncio.create_task(llmclient.stream_completion(client, lb.url, 100)) for _ in range(2)]
             await asyncio.sleep(0.5)
             waiters = await asyncio.gather(
@@ -592,6 +593,8 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     assert len(served) == 2 and len(timed_out) == 2, [(o.status, o.server, o.ttft, o.total) for o in outcomes]
     assert all(o.headers.get("Retry-After") == "1" for o in timed_out)
     assert all(json.loads(o.body)["error"]["code"] == 503 for o in timed_out)
+    # turned away after the queue timeout, not when a holder's 4 s stream freed a slot
+    assert all(o.total < 3.0 for o in timed_out), [o.total for o in timed_out]
 
 
 async def test_haproxy_cap_holds_for_requests_arriving_together(fleet: list[Backend], tmp_path: Path) -> None:

@@ -20,16 +20,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmfleet.render.common import Endpoint
 from llmfleet.scaling import live
 from llmfleet.scaling.live import LiveConfig, LiveState, recommend
 from llmfleet.scaling.metrics import MetricsUnavailable, connect, fetch, selector
+from tests.support.loadbalancer import load_balancer, service_spec
 from tests.support.process import wait_until
-from tests.support.prometheus import run_prometheus
+from tests.support.prometheus import run_prometheus, scalar
 from tests.support.simserver import SimServer, sim_server
 
 pytestmark = [pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300)]
 
 SELECTOR = selector("test", "chat-model")
+# haproxy's request rate at its lowest over the last 10 s: steady once every 10 s window is full
+HAPROXY_RATE = 'min_over_time(sum(rate(haproxy_frontend_http_requests_total{proxy="llm"}[10s]))[10s:1s])'
 PER_REPLICA_RPS = 4.0  # 2 slots / (10 tokens * 0.05 s)
 CONFIG = LiveConfig(
     min_replicas=1, max_replicas=10, capacity_rps=PER_REPLICA_RPS, headroom=0.2, horizon_s=30, interval_s=2
@@ -39,27 +43,28 @@ CONFIG = LiveConfig(
 class RisingLoad:
     """Open-loop arrivals at a rate rising linearly from ``start`` to ``end`` req/s."""
 
-    def __init__(self, servers: list[SimServer], start: float, end: float, seconds: float) -> None:
-        self.servers, self.start, self.end, self.seconds = servers, start, end, seconds
+    def __init__(self, urls: list[str], start: float, end: float, seconds: float) -> None:
+        self.urls, self.start, self.end, self.seconds = urls, start, end, seconds
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=64)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.errors: list[str] = []
+        self.statuses: list[int] = []
 
     def rate(self, elapsed: float) -> float:
         return self.start + (self.end - self.start) * min(elapsed / self.seconds, 1.0)
 
-    def _send(self, server: SimServer) -> None:
+    def _send(self, url: str) -> None:
         body = {"model": "sim-model", "prompt": "hello", "max_tokens": 10}
         try:
-            httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)
+            self.statuses.append(httpx.post(f"{url}/v1/completions", json=body, timeout=60).status_code)
         except httpx.HTTPError as error:
             self.errors.append(repr(error))
 
     def _run(self) -> None:
         began, n = time.monotonic(), 0
         while not self.stop.is_set():
-            self.pool.submit(self._send, self.servers[n % len(self.servers)])
+            self.pool.submit(self._send, self.urls[n % len(self.urls)])
             n += 1
             self.stop.wait(1.0 / self.rate(time.monotonic() - began))
 
@@ -94,7 +99,7 @@ def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_pa
         state: LiveState | None = None
         raised_at = queue_at = None
         floors: list[tuple[float, int, str]] = []
-        with RisingLoad(servers, start=1.0, end=12.0, seconds=60.0):
+        with RisingLoad([s.url for s in servers], start=1.0, end=12.0, seconds=60.0):
             began = time.monotonic()
             while time.monotonic() - began < 90 and (raised_at is None or queue_at is None):
                 if queue_at is None and waiting(servers) >= 3:
@@ -123,3 +128,68 @@ def test_floor_rises_before_the_queue_builds_and_holds_without_prometheus(tmp_pa
             pytest.fail(f"Prometheus answered after being stopped: {down}")
         assert (rec.replicas, rec.healthy, rec.condition_reason) == (held, False, live.PROMETHEUS_UNAVAILABLE)
         assert rec.reason.startswith(f"holding floor {held}")
+
+
+def test_demand_is_read_at_a_balancer_that_fails_fast(tmp_path: Path) -> None:
+    """haproxy with a 200 ms queue in front of two sim-servers (~4 req/s each) gets 16 req/s:
+    it turns about half away with 503, which the engines never count. ``fetch`` with the balancer
+    reads the 16 req/s at haproxy's frontend and the ~8 req/s served at the engines; the floor
+    asks for the demand, not for what the saturated fleet managed to serve."""
+    flags = {"max_num_seqs": 2, "decode_base_seconds": 0.05, "decode_per_seq_seconds": 0.0}
+    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=2, timeouts={"queueSeconds": 0.2})
+    assert spec.balancer_fails_fast()
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(sim_server(tmp_path, id=f"s{i}", **flags)) for i in range(2)]
+        lb = stack.enter_context(
+            load_balancer(
+                tmp_path, spec, [Endpoint("127.0.0.1", s.port, f"s{i}") for i, s in enumerate(servers)]
+            )
+        )
+        url = stack.enter_context(
+            run_prometheus(
+                tmp_path,
+                [s.port for s in servers],
+                labels={"namespace": "test", "service": "chat-model"},
+                more_jobs=[("lb", [lb.status_port], {"namespace": "test", "service": "chat"})],
+            )
+        )
+        client = connect(url, timeout_s=5)
+        wait_until(lambda: bool(client.custom_query("sum(up) == 3")), 60, interval=0.5, what="targets up")
+        lb_selector = selector("test", "chat")
+        with RisingLoad([lb.url], start=16.0, end=16.0, seconds=1.0) as load:
+            wait_until(
+                lambda: scalar(client, HAPROXY_RATE) > 13 and load.statuses.count(503) > 20,
+                60,
+                interval=1.0,
+                what="haproxy counting a steady ~16 req/s and turning some away",
+            )
+            now = time.time()
+            through_lb = fetch(
+                client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s",
+                balancer=("haproxy", lb_selector),
+            )  # fmt: skip
+            engine_only = fetch(
+                client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s"
+            )
+            unscraped = fetch(
+                client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s",
+                balancer=("haproxy", selector("test", "not-scraped")),
+            )  # fmt: skip
+        rejected = load.statuses.count(503) / max(len(load.statuses), 1)
+    assert 0.25 < rejected < 0.75, load.statuses  # the test is about a fleet short of capacity
+    assert through_lb.demand_source == "haproxy"
+    assert through_lb.request_rate is not None and through_lb.served_rate is not None
+    assert through_lb.request_rate > 13.0  # what clients sent
+    assert through_lb.served_rate < 9.0  # what two replicas of ~4 req/s could take
+    assert engine_only.demand_source == "engine" and engine_only.request_rate is not None
+    assert engine_only.request_rate < 9.0
+    assert unscraped.demand_source == "engine"  # no haproxy series: the engines' counter, not nothing
+    assert unscraped.rate_history and max(unscraped.rate_history) < 9.5
+    config = LiveConfig(min_replicas=1, max_replicas=100, capacity_rps=PER_REPLICA_RPS, headroom=0.0,
+                        horizon_s=30, interval_s=2, burst_quantile=None, fails_fast=True)  # fmt: skip
+    floor = recommend(config, through_lb, None, now, ready_replicas=2)
+    blind = recommend(config, engine_only, None, now, ready_replicas=2)
+    # the load ramped up inside the history, so both forecasts extrapolate; the demand is twice as high
+    assert floor.replicas > blind.replicas, (floor.reason, blind.reason)
+    assert "demand from haproxy" in floor.reason
+    assert "rejections are not counted" in blind.reason

@@ -18,17 +18,28 @@ from tests.support.process import free_port, http_ok, managed, require_binary, w
 
 @contextlib.contextmanager
 def run_prometheus(
-    tmp_path: Path, ports: Sequence[int], job: str = "model", labels: Mapping[str, str] | None = None
+    tmp_path: Path,
+    ports: Sequence[int],
+    job: str = "model",
+    labels: Mapping[str, str] | None = None,
+    more_jobs: Sequence[tuple[str, Sequence[int], Mapping[str, str]]] = (),
 ) -> Iterator[str]:
-    """Prometheus scraping ``127.0.0.1:<port>/metrics`` for each port every second; yields its URL."""
-    targets = ", ".join(f"'127.0.0.1:{port}'" for port in ports)
-    extra = ", ".join(f"{key}: {value}" for key, value in (labels or {}).items())
-    static = f"{{targets: [{targets}]" + (f", labels: {{{extra}}}" if extra else "") + "}"
+    """Prometheus scraping ``127.0.0.1:<port>/metrics`` for each port every second; yields its URL.
+
+    ``more_jobs``: further ``(job, ports, labels)`` scraped the same way (e.g. the balancer)."""
+
+    def job_config(name: str, job_ports: Sequence[int], job_labels: Mapping[str, str] | None) -> str:
+        targets = ", ".join(f"'127.0.0.1:{port}'" for port in job_ports)
+        extra = ", ".join(f"{key}: {value}" for key, value in (job_labels or {}).items())
+        static = f"{{targets: [{targets}]" + (f", labels: {{{extra}}}" if extra else "") + "}"
+        return f"  - job_name: {name}\n    static_configs: [{static}]\n"
+
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: {job}\n    static_configs: [{static}]\n"
+        + job_config(job, ports, labels)
+        + "".join(job_config(*more) for more in more_jobs)
     )
     port = free_port()
     argv = [

@@ -346,7 +346,12 @@ STRATEGY_TABLE: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "haproxy-cap",
         {"engine": "haproxy", "maxConcurrencyPerReplica": 16, "timeouts": {"queueSeconds": 45}},
-        ["maxconn 16", "timeout queue 45s"],
+        ["maxconn 16", "timeout queue 45000ms"],
+    ),
+    (
+        "haproxy-fail-fast",
+        {"engine": "haproxy", "maxConcurrencyPerReplica": 16, "timeouts": {"queueSeconds": 0.25}},
+        ["timeout queue 250ms"],
     ),
     (
         "haproxy-rate",

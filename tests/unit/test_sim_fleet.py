@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,29 @@ def test_every_request_is_served_or_counted_as_violated_under_overload() -> None
     served = result.weight[np.isfinite(result.ttft_s)].sum()
     assert served + result.unserved == pytest.approx(total)
     assert 0.0 < result.slo_attainment < 1.0
+
+
+def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() -> None:
+    # 2 replicas serve ~12 req/s; for 10 minutes 18 req/s arrive, a third more than they can take.
+    rates = np.concatenate([np.full(600, 5.0), np.full(600, 18.0), np.full(1200, 5.0)])
+    trace = synthetic(rates)
+    fifo_config = FleetConfig(initial_replicas=2, drain_s=60, warmup_s=0)
+    fifo = simulate(trace, Fixed(2), fifo_config)
+    fast = simulate(trace, Fixed(2), replace(fifo_config, queue_timeout_s=0.5))
+    total = trace.count.sum()
+    served = float((fast.weight * (1 - fast.rejected)).sum())  # type: ignore[operator]
+    assert served + fast.rejected_requests == pytest.approx(total)
+    assert fast.unserved == pytest.approx(fast.rejected_requests)
+    met = float((fast.weight * fast.slo_met).sum())
+    assert met + fast.violated == pytest.approx(total)
+    capacity_rps = 2 / (trace.work(CAP)[0] / 5)
+    excess = 600 * (18 - capacity_rps)
+    assert fast.rejected_requests == pytest.approx(excess, rel=0.05)  # only the excess is turned away
+    admitted = fast.rejected < 1  # type: ignore[operator]
+    assert fast.ttft_s[admitted].max() <= 0.5 + 1000 * CAP.prefill_seconds_per_token + 1e-9
+    # FIFO: the backlog makes every request of the overload and its drain late.
+    assert fifo.violated > 2 * fast.violated
+    assert fifo.rejected_requests == 0.0
 
 
 def test_ample_capacity_gives_prefill_only_ttft_and_full_attainment() -> None:

@@ -53,12 +53,16 @@ class LiveConfig:
     capacity_rps: float | None = None  # predictive.requestsPerSecondPerReplica
     down_percent_per_minute: float = 25.0
     burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
+    # The balancer turns away what cannot start within the SLO (LLMServiceSpec.balancer_fails_fast):
+    # a burst then costs only its excess, not a queue that delays everyone, so no burst factor.
+    fails_fast: bool = False
 
     @classmethod
     def from_spec(cls, spec: Any) -> LiveConfig:
         """From an ``llmfleet.api.LLMServiceSpec``."""
         auto, predictive = spec.autoscaling, spec.autoscaling.predictive
         slo_ms = spec.slo.ttft_p95_ms if spec.slo is not None else None
+        fails_fast = bool(spec.balancer_fails_fast())
         return cls(
             min_replicas=spec.replicas.min,
             max_replicas=spec.replicas.max or DEFAULT_MAX_REPLICAS,
@@ -69,6 +73,8 @@ class LiveConfig:
             ttft_slo_s=slo_ms / 1000.0 if slo_ms else None,
             capacity_rps=predictive.requests_per_second_per_replica,
             down_percent_per_minute=float(auto.scale_down.percent_per_minute),
+            burst_quantile=None if fails_fast else cls.burst_quantile,
+            fails_fast=fails_fast,
         )
 
 
@@ -114,10 +120,15 @@ def _hold(config: LiveConfig, previous: LiveState, reason: str, why: str) -> Rec
 
 
 def learn_capacity(config: LiveConfig, metrics: FleetMetrics, ready: int, state: LiveState) -> LiveState:
-    """Update the per-replica capacity estimate from one observation at ``ready`` replicas."""
-    if ready <= 0 or metrics.request_rate is None or metrics.request_rate <= 0:
+    """Update the per-replica capacity estimate from one observation at ``ready`` replicas.
+
+    From the rate the engines *served*: when the balancer fails fast, the demand it received
+    while saturated exceeds what the replicas can do, and learning from it would overstate
+    their capacity."""
+    served = metrics.served_rate if metrics.demand_source != "engine" else metrics.request_rate
+    if ready <= 0 or served is None or served <= 0:
         return state
-    per_replica = metrics.request_rate / ready
+    per_replica = served / ready
     queue = (metrics.queue_depth or 0.0) / ready
     slow = config.ttft_slo_s is not None and (metrics.ttft_p95_s or 0.0) > config.ttft_slo_s
     if queue > config.target_queue_depth or slow:
@@ -149,6 +160,15 @@ def live_burst_factor(config: LiveConfig, metrics: FleetMetrics) -> float:
     step = metrics.burst_step_s
     counts = np.asarray(metrics.burst_history, dtype=float) * step
     return burst_factor(counts, step, metrics.step_s, burst_config(config.burst_quantile, config.ttft_slo_s))
+
+
+def _demand(config: LiveConfig, metrics: FleetMetrics) -> str:
+    """Where the request rate came from, and what that misses."""
+    if metrics.demand_source != "engine":
+        return f"demand from {metrics.demand_source} (rejected requests included)"
+    if config.fails_fast:
+        return "demand from the engines' completions (the balancer's rejections are not counted)"
+    return "demand from the engines' completions"
 
 
 def recommend(
@@ -226,5 +246,6 @@ def recommend(
     new_state = replace(state, floor=decision.replicas, policy=new_policy)
     reason = (
         f"{decision.reason}; {fc.model} model, backtest error {fc.backtest_error:.0%}, burst x{burst:.2f}"
+        f"; {_demand(config, metrics)}"
     )
     return Recommendation(decision.replicas, fc.upper, reason, True, FORECAST_APPLIED, new_state)

@@ -15,14 +15,26 @@ llamacpp    unavailable (tokens only)             ``llamacpp:requests_deferred``
 ollama      unavailable (no /metrics)             unavailable                         unavailable
 ==========  ====================================  ==================================  =====================================
 
-Rates are ``rate(...[window])`` (default 1m; TTFT quantiles too) of completion counters (in steady state, arrivals). Everything
-here blocks on HTTP (prometheus-api-client uses requests): call it from a thread
+Rates are ``rate(...[window])`` (default 1m; TTFT quantiles too) of completion counters (in steady state, arrivals).
+
+**Demand from the balancer.** A balancer that fails fast (``maxConcurrencyPerReplica`` with
+nginx, or haproxy with a short ``queueSeconds``) turns away what the replicas cannot start in
+time, and the engines never count those requests: their completion rate stops at the fleet's
+capacity exactly when it is short, so a forecast read from it cannot see the shortage. haproxy
+counts every request its frontend receives (``haproxy_frontend_http_requests_total``, proxy
+``llm``), so with haproxy the request rate is read there (:data:`BALANCER_REQUEST_RATE`),
+falling back to the engine's counter when Prometheus has no haproxy series (the balancer pods
+are not scraped); the engine's counter still gives the *served* rate, from which capacity is
+learned. nginx exports no request counter: with nginx the forecast follows served load.
+
+Everything here blocks on HTTP (prometheus-api-client uses requests): call it from a thread
 (``asyncio.to_thread`` or a sync kopf handler), never from ``async def`` directly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +92,11 @@ ENGINES: dict[str, EngineQueries] = {
     ),
 }
 
+# Requests the balancer received per second, rejected ones included, by balancer engine.
+BALANCER_REQUEST_RATE: dict[str, str] = {
+    "haproxy": 'sum(rate(haproxy_frontend_http_requests_total{{proxy="llm",{sel}}}[{window}]))',
+}
+
 
 @dataclass(frozen=True)
 class FleetMetrics:
@@ -96,6 +113,10 @@ class FleetMetrics:
     # Request rate at a finer step over the last half hour, for the burst factor (empty: none).
     burst_history: tuple[float, ...] = field(default=())
     burst_step_s: float = 15.0
+    # Requests the engines completed per second (None: as request_rate, which then is the same
+    # counter); below request_rate when the balancer turned requests away.
+    served_rate: float | None = None
+    demand_source: str = "engine"  # where request_rate and its history come from
 
 
 class MetricsUnavailable(Exception):
@@ -147,6 +168,33 @@ def _series(
     return tuple(out)
 
 
+def _range(
+    client: Any, query: str, start: float, end: float, step_s: float, timeout_s: int
+) -> tuple[float, ...]:
+    """A range query on the step grid from ``start`` to ``end``, in chunks Prometheus accepts."""
+    chunks = []
+    chunk_start = start
+    while chunk_start <= end:
+        chunk_end = min(end, chunk_start + (MAX_POINTS - 1) * step_s)
+        chunks.append(
+            client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(chunk_start, UTC),
+                end_time=datetime.fromtimestamp(chunk_end, UTC),
+                step=f"{round(step_s)}s",
+                timeout=timeout_s,
+            )
+        )
+        chunk_start = chunk_end + step_s
+    return _series(chunks, start, step_s, round((end - start) / step_s) + 1)
+
+
+def _instant(client: Any, query: str | None, at: float, timeout_s: int) -> float | None:
+    if query is None:
+        return None
+    return _scalar(client.custom_query(query, params={"time": at}, timeout=timeout_s))
+
+
 def fetch(
     client: Any,
     engine: str,
@@ -159,82 +207,65 @@ def fetch(
     rate_window: str = "1m",
     burst_step_s: float | None = 15.0,
     burst_lookback_s: float = 1800.0,
+    balancer: tuple[str, str] | None = None,
 ) -> FleetMetrics:
     """Query the signals of one fleet. ``client`` is a ``prometheus_api_client.PrometheusConnect``.
 
     With ``burst_step_s``, the request rate is also read every ``burst_step_s`` over the last
     ``burst_lookback_s`` (rate window two steps, so a 15 s scrape always has two samples): the
-    sub-minute burstiness the policy's burst factor is computed from.
+    sub-minute burstiness the policy's burst factor is computed from. ``balancer`` is the
+    balancer engine and the label selector of its pods: where it exports a request counter
+    (:data:`BALANCER_REQUEST_RATE`) and Prometheus has it, the request rate is read there.
 
     Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
     Blocking: run it in a thread.
     """
     queries = queries_for(engine, sel, rate_window)
+    sources: list[tuple[str, Callable[[str], str]]] = []
+    if balancer is not None and balancer[0] in BALANCER_REQUEST_RATE:
+        template, lb_sel = BALANCER_REQUEST_RATE[balancer[0]], balancer[1]
+        sources.append((balancer[0], lambda window: template.format(sel=lb_sel, window=window)))
+    if queries.request_rate is not None:
+        sources.append(("engine", lambda window: str(queries_for(engine, sel, window).request_rate)))
     end = math.floor(now / step_s) * step_s
     points = max(1, int(lookback_s // step_s))
     start = end - (points - 1) * step_s
+    history: tuple[float, ...] = ()
+    burst: tuple[float, ...] = ()
+    source, rate_query = "engine", None
     try:
-        chunks = []
-        if queries.request_rate is not None:
-            chunk_start = start
-            while chunk_start <= end:
-                chunk_end = min(end, chunk_start + (MAX_POINTS - 1) * step_s)
-                chunks.append(
-                    client.custom_query_range(
-                        queries.request_rate,
-                        start_time=datetime.fromtimestamp(chunk_start, UTC),
-                        end_time=datetime.fromtimestamp(chunk_end, UTC),
-                        step=f"{int(step_s)}s",
-                        timeout=timeout_s,
-                    )
-                )
-                chunk_start = chunk_end + step_s
-        burst_chunk: list[dict[str, Any]] = []
-        burst_points, burst_start = 0, 0.0
-        if queries.request_rate is not None and burst_step_s:
-            burst_query = queries_for(engine, sel, f"{round(2 * burst_step_s)}s").request_rate
-            assert burst_query is not None
-            burst_points = max(1, int(burst_lookback_s // burst_step_s))
+        for name, query in sources:
+            source, rate_query = name, query
+            history = _range(client, query(rate_window), start, end, step_s, timeout_s)
+            if any(v > 0 for v in history):
+                break  # else the balancer's pods are not scraped (or nothing came): next source
+        if rate_query is not None and burst_step_s:
             burst_end = math.floor(now / burst_step_s) * burst_step_s
-            burst_start = burst_end - (burst_points - 1) * burst_step_s
-            burst_chunk = client.custom_query_range(
-                burst_query,
-                start_time=datetime.fromtimestamp(burst_start, UTC),
-                end_time=datetime.fromtimestamp(burst_end, UTC),
-                step=f"{round(burst_step_s)}s",
-                timeout=timeout_s,
-            )
-        instant = {
-            name: _scalar(client.custom_query(query, params={"time": end}, timeout=timeout_s))
-            if query is not None
-            else None
-            for name, query in (
-                ("request_rate", queries.request_rate),
-                ("queue_depth", queries.queue_depth),
-                ("running", queries.running),
-                ("ttft_p95", queries.ttft_p95),
-            )
-        }
+            burst_start = burst_end - (max(1, int(burst_lookback_s // burst_step_s)) - 1) * burst_step_s
+            window = f"{round(2 * burst_step_s)}s"
+            burst = _range(client, rate_query(window), burst_start, burst_end, burst_step_s, timeout_s)
+        request_rate = _instant(client, rate_query(rate_window) if rate_query else None, end, timeout_s)
+        served = request_rate if source == "engine" else _instant(client, queries.request_rate, end, timeout_s)
+        queue_depth = _instant(client, queries.queue_depth, end, timeout_s)
+        running = _instant(client, queries.running, end, timeout_s)
+        ttft = _instant(client, queries.ttft_p95, end, timeout_s)
     except Exception as error:  # requests' ConnectionError, the client's exceptions, bad JSON
         raise MetricsUnavailable(f"{type(error).__name__}: {error}") from error
-    history = _series(chunks, start, step_s, points) if chunks else ()
     first = next((i for i, v in enumerate(history) if v > 0), len(history))
-    burst: tuple[float, ...] = ()
-    if burst_points:
-        burst = _series([burst_chunk], burst_start, float(burst_step_s or 0.0), burst_points)
-        lead = next((i for i, v in enumerate(burst) if v > 0), len(burst))
-        burst = burst[lead:]
+    lead = next((i for i, v in enumerate(burst) if v > 0), len(burst))
     return FleetMetrics(
         at=end,
         step_s=step_s,
         rate_history=history[first:],  # drop the leading emptiness before the fleet existed
-        request_rate=instant["request_rate"],
-        queue_depth=instant["queue_depth"],
-        running=instant["running"],
-        ttft_p95_s=instant["ttft_p95"],
+        request_rate=request_rate,
+        queue_depth=queue_depth,
+        running=running,
+        ttft_p95_s=ttft,
         unavailable=queries.unavailable,
-        burst_history=burst,
+        burst_history=burst[lead:],
         burst_step_s=float(burst_step_s or 15.0),
+        served_rate=served,
+        demand_source=source,
     )
 
 

@@ -23,7 +23,10 @@ its latency adds ``output * step(b)`` with ``b`` the batch implied by the fleet'
 Replicas the scaler adds are *starting* for ``startup_delay_s`` (they cost GPU time, serve
 nothing) and then *ready*; removals cancel starting replicas first. The scaler sees metrics
 ``metric_lag_s`` old (scrape interval + rate window), as the HPA and the live scaler do.
-Requests still waiting when the trace (plus a drain tail) ends count as violations.
+Requests still waiting when the trace (plus a drain tail) ends count as violations. With
+``queue_timeout_s`` set, the balancer fails fast instead: work that would wait longer is
+rejected and counted as violated (``llmfleet.sim.queueing``), and the scalers still see the
+demand the balancer received.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from llmfleet.sim.engine import EngineConfig
+from llmfleet.sim.queueing import outcomes, prefill_p95, queue
 
 if TYPE_CHECKING:
     from llmfleet.sim.traces import Trace
@@ -77,6 +81,7 @@ class FleetConfig:
     initial_replicas: int | None = None  # None: warm start sized for the first startup period
     drain_s: int = 300
     warmup_s: int | None = None  # not scored; None: one startup delay, which no scaler can act within
+    queue_timeout_s: float | None = None  # None: unbounded FIFO; else reject work waiting longer
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class SimResult:
     slo_ttft_s: float
     arrival_s: np.ndarray  # arrival time of each request group
     warmup_s: int = 0
+    rejected: np.ndarray | None = None  # fraction of each group the balancer turned away
 
     @property
     def scored(self) -> np.ndarray:
@@ -133,7 +139,18 @@ class SimResult:
 
     @property
     def unserved(self) -> float:
-        return float(self.weight[~np.isfinite(self.ttft_s) & self.scored].sum())
+        """Requests never served: still queued at the end, or rejected by the balancer."""
+        keep = self.scored
+        stuck = float(self.weight[~np.isfinite(self.ttft_s) & keep].sum())
+        if self.rejected is None:
+            return stuck
+        return stuck + float((self.weight * self.rejected)[np.isfinite(self.ttft_s) & keep].sum())
+
+    @property
+    def rejected_requests(self) -> float:
+        if self.rejected is None:
+            return 0.0
+        return float((self.weight * self.rejected)[self.scored].sum())
 
     @property
     def slo_attainment(self) -> float:
@@ -149,7 +166,9 @@ class SimResult:
         return len(self.events)
 
     def ttft_quantile(self, q: float) -> float:
-        ttft, weight = self.ttft_s[self.scored], self.weight[self.scored]
+        """TTFT quantile of the requests served (rejected ones have none)."""
+        weight = self.weight if self.rejected is None else self.weight * (1.0 - self.rejected)
+        ttft, weight = self.ttft_s[self.scored], weight[self.scored]
         if ttft.size == 0:
             return 0.0
         order = np.argsort(ttft)
@@ -209,6 +228,8 @@ def simulate(
     arrive = work.tolist()
     count_cum = np.concatenate([[0.0], np.cumsum(count)]).tolist()
     backlog = [0.0] * n
+    shed = [0.0] * n
+    timeout = config.queue_timeout_s
     wait_est = [0.0] * n
     ready_at = [0] * n
     busy = [0.0] * n
@@ -219,7 +240,7 @@ def simulate(
     starting: deque[int] = deque()
     desired = ready
     lag, window, period = config.metric_lag_s, config.rate_window_s, max(1, scaler.period_s)
-    prefill_p95 = _prefill_p95(trace, cap)
+    prefill_95 = prefill_p95(trace, cap)
     report_every = max(1, n // 100)
     b = 0.0
     for k in range(n):
@@ -236,7 +257,7 @@ def simulate(
                 queue_per_replica=queue,
                 inflight_per_replica=busy[i] * batch + queue,
                 request_rate=(count_cum[i + 1] - count_cum[lo]) / (i + 1 - lo),
-                ttft_p95_s=recent[min(len(recent) - 1, int(0.95 * len(recent)))] + prefill_p95,
+                ttft_p95_s=recent[min(len(recent) - 1, int(0.95 * len(recent)))] + prefill_95,
                 count_history=count[: i + 1] if k >= lag else count[:0],
             )
             new = max(0, int(scaler.decide(obs)))
@@ -261,6 +282,9 @@ def simulate(
         b = offered - ready
         if b < 0.0:
             b = 0.0
+        if timeout is not None and b > ready * timeout:
+            shed[k] = b - ready * timeout
+            b = ready * timeout
         backlog[k] = b
         wait_est[k] = b / ready if ready else (math.inf if b > 0 else 0.0)
         ready_at[k] = ready
@@ -270,7 +294,15 @@ def simulate(
     if progress is not None:
         progress(1.0)
     return _result(
-        trace, scaler.name, config, work, count, np.asarray(backlog), ready_at, starting_at, events
+        trace,
+        scaler.name,
+        config,
+        work,
+        count,
+        (np.asarray(backlog), np.asarray(shed)),
+        ready_at,
+        starting_at,
+        events,
     )
 
 
@@ -280,13 +312,14 @@ def _result(
     config: FleetConfig,
     work: np.ndarray,
     count: np.ndarray,
-    backlog: np.ndarray,
+    queued: tuple[np.ndarray, np.ndarray],
     ready: list[int] | np.ndarray,
     starting: list[int] | np.ndarray,
     events: list[tuple[int, int]],
 ) -> SimResult:
     ready_arr = np.asarray(ready, dtype=np.int32)
-    ttft, latency, met = _outcomes(trace, config, work, backlog, ready_arr.astype(float))
+    backlog, shed = queued
+    ttft, latency, met, rejected = outcomes(trace, config, work, backlog, shed, ready_arr.astype(float))
     return SimResult(
         scaler=name,
         ttft_s=ttft,
@@ -301,13 +334,13 @@ def _result(
         slo_ttft_s=config.slo_ttft_s,
         warmup_s=config.startup_delay_s if config.warmup_s is None else config.warmup_s,
         arrival_s=trace.group_t,
+        rejected=rejected if config.queue_timeout_s is not None else None,
     )
 
 
 def simulate_plan(trace: Trace, name: str, plan: np.ndarray, period_s: int, config: FleetConfig) -> SimResult:
     """Fast path for a scaler that ignores observations (the oracle): ``plan[b]`` replicas from
-    second ``b * period_s``. Same replica semantics as :func:`simulate`, Lindley vectorised as
-    ``backlog_k = S_k - min(0, min_{j<=k} S_j)`` with ``S`` the cumulative (work - capacity)."""
+    second ``b * period_s``, with the same replica semantics and queue as :func:`simulate`."""
     n = trace.seconds + config.drain_s
     work = np.zeros(n)
     work[: trace.seconds] = trace.work(config.capacity)
@@ -347,60 +380,5 @@ def simulate_plan(trace: Trace, name: str, plan: np.ndarray, period_s: int, conf
     initial = initial_replicas(trace, config)
     ready_s = initial + np.cumsum(ready_diff)[:n]
     starting_s = np.cumsum(start_diff)[:n]
-    cumulative = np.cumsum(work - ready_s)
-    backlog = cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0)
-    return _result(trace, name, config, work, count, backlog, ready_s, starting_s, events)
-
-
-def _prefill_p95(trace: Trace, cap: CapacityModel) -> float:
-    prompts = trace.group_prompt_sample if trace.group_prompt_sample is not None else trace.group_prompt
-    return float(np.percentile(prompts, 95)) * cap.prefill_seconds_per_token
-
-
-def _outcomes(
-    trace: Trace, config: FleetConfig, work: np.ndarray, backlog: np.ndarray, capacity: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-group TTFT, latency and SLO-met fraction from the FIFO fluid queue."""
-    cap = config.capacity
-    n = capacity.size
-    ccum = np.concatenate([[0.0], np.cumsum(capacity)])
-    prev_backlog = np.concatenate([[0.0], backlog[:-1]])
-    t = trace.group_t
-    sec = np.floor(t).astype(np.int64)
-    frac = t - sec
-    per_token = cap.decode_seconds_per_token(trace.mean_tokens_per_sequence())
-    own = trace.group_weight * (
-        trace.group_prompt * cap.prefill_seconds_per_token + trace.group_output * per_token
-    )
-    if trace.group_prompt_sample is None:
-        exclusive = np.cumsum(own) - own
-        first = np.searchsorted(t, sec.astype(float), side="left")
-        before = exclusive - exclusive[first] + own / 2
-    else:
-        before = work[sec] / 2
-    ahead = np.maximum(prev_backlog[sec] + before - capacity[sec] * frac, 0.0)
-    start = ccum[sec] + capacity[sec] * frac
-    target = start + ahead
-    idx = np.searchsorted(ccum, target, side="left")
-    finite = idx <= n
-    j = np.clip(idx - 1, 0, n - 1)
-    finish = j + (target - ccum[j]) / np.maximum(capacity[j], 1e-12)
-    wait = np.where(finite, np.maximum(finish - t, 0.0), np.inf)
-    wait = np.where((ahead <= 0) & (capacity[sec] > 0), 0.0, wait)
-    prefill = trace.group_prompt * cap.prefill_seconds_per_token
-    ttft = wait + prefill
-    busy = np.minimum(1.0, (prev_backlog[sec] + work[sec]) / np.maximum(capacity[sec], 1e-12))
-    batch = busy * cap.batch_limit(trace.mean_tokens_per_sequence())
-    latency = (
-        ttft
-        + trace.group_output * cap.step_seconds(1.0)
-        + trace.group_output * (cap.decode_per_seq_seconds * np.maximum(batch - 1.0, 0.0))
-    )
-    slo = config.slo_ttft_s
-    if trace.group_prompt_sample is None:
-        met = (ttft <= slo).astype(float)
-    else:
-        prefill_sample = trace.group_prompt_sample * cap.prefill_seconds_per_token
-        met = np.searchsorted(prefill_sample, slo - wait, side="right") / prefill_sample.size
-        met = np.where(np.isfinite(wait), met, 0.0)
-    return ttft, latency, np.asarray(met, dtype=float)
+    queued = queue(work, ready_s.astype(float), config.queue_timeout_s)
+    return _result(trace, name, config, work, count, queued, ready_s, starting_s, events)

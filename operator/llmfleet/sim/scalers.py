@@ -87,7 +87,7 @@ class PredictiveScaler(HPAScaler):
         step_s: int = 60,
         peak_s: int = 60,
         forecast_config: ForecastConfig | None = None,
-        cache: dict[tuple[int, float], Forecast] | None = None,
+        cache: dict[tuple[int, float, float], Forecast] | None = None,
         burst: BurstConfig | None = None,
         burst_step_s: int = 1,
         burst_cache: dict[tuple[int, float, float], float] | None = None,
@@ -112,7 +112,7 @@ class PredictiveScaler(HPAScaler):
 
     def predict(self, counts: np.ndarray) -> Forecast:
         rates = self.history.update(counts)
-        key = (rates.size, self.horizon_s)
+        key = (rates.size, self.horizon_s, self.forecast_config.quantile)
         cached = self.cache.get(key)
         if cached is None:
             cached = forecast(rates[-self.keep :], self.history.step_s, self.horizon_s, self.forecast_config)
@@ -246,6 +246,7 @@ class ScalerSettings:
     interval_s: int = 60
     burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
     burst_step_s: int = 15  # the finest step a 15 s Prometheus scrape gives the live scaler
+    forecast_quantile: float = ForecastConfig().quantile  # the forecast's upper band
 
 
 def make_scaler(
@@ -253,7 +254,7 @@ def make_scaler(
     trace: Trace,
     config: FleetConfig,
     settings: ScalerSettings | None = None,
-    cache: dict[tuple[int, float], Forecast] | None = None,
+    cache: dict[tuple[int, float, float], Forecast] | None = None,
     burst_cache: dict[tuple[int, float, float], float] | None = None,
 ) -> HPAScaler | OracleScaler:
     """A fresh scaler of ``kind`` (hpa | hpa-inflight | predictive | oracle) for ``trace``."""
@@ -285,6 +286,7 @@ def make_scaler(
                 policy,
                 horizon_s=horizon,
                 interval_s=s.interval_s,
+                forecast_config=ForecastConfig(quantile=s.forecast_quantile),
                 cache=cache,
                 burst=burst,
                 burst_step_s=s.burst_step_s,
@@ -297,6 +299,7 @@ def make_scaler(
             policy,
             horizon_s=horizon,
             interval_s=s.interval_s,
+            forecast_config=ForecastConfig(quantile=s.forecast_quantile),
             cache=cache,
             burst=burst,
             burst_step_s=s.burst_step_s,

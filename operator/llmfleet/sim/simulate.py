@@ -109,7 +109,7 @@ def run_trace(
         headroom=args.headroom,
         inflight_target=args.inflight_target,
     )
-    cache: dict[tuple[int, float], Forecast] = {}
+    cache: dict[tuple[int, float, float], Forecast] = {}
     results: list[SimResult] = []
     for kind in kinds:
         if kind == "oracle":
