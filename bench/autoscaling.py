@@ -35,6 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from llmfleet.scaling.forecast import Forecast
+from llmfleet.scaling.live import FAIL_FAST_MARGINS, QUEUEING_MARGINS
 from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
 from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
 from llmfleet.sim.simulate import ProgressBar
@@ -61,17 +62,11 @@ PREDICTIVE = (
 )
 # Failing fast, a shortage costs only its excess, so the sweep reaches below the upper band.
 PREDICTIVE_FAIL_FAST = (
-    (0.0, None, 0.5),
-    (0.0, None, 0.6),
-    (0.0, None, 0.7),
-    (0.0, None, 0.8),
-    (0.0, None, 0.9),
+    *((0.0, None, band) for band in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)),
     (0.1, None, 0.9),
     (0.0, 0.99, 0.9),
     (0.2, 0.99, 0.9),
 )
-# What the live scaler defaults to when the balancer fails fast: no burst factor, headroom 0.
-FAIL_FAST_DEFAULT = (0.0, None, 0.9)
 COMBINED_INFLIGHT = (0.9, 0.95)  # predictive floor (headroom 0) under an in-flight HPA
 ORACLE_SMOOTHING = (1, 5, 15, 30, 60, 120)
 ORACLE_UTILISATION = (0.7, 0.8, 0.9, 1.0)
@@ -83,9 +78,9 @@ MINUTE_ORACLE_UTILISATION = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # causal scaler loses to load changes within one startup, however good its measurements.
 PRESENT_MARGINS = (0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0)
 PRESENT_MARGINS_FAIL_FAST = (0.0, 0.05, 0.1, 0.2, 0.3, 0.6)
-DEFAULT_HEADROOM = ScalerSettings().headroom
-DEFAULT_BURST_QUANTILE = ScalerSettings().burst_quantile
-DEFAULT_BAND_QUANTILE = ScalerSettings().forecast_quantile
+DEFAULT_HEADROOM = QUEUEING_MARGINS.headroom
+DEFAULT_BURST_QUANTILE = QUEUEING_MARGINS.burst_quantile
+DEFAULT_BAND_QUANTILE = QUEUEING_MARGINS.band_quantile
 
 
 def point(result: SimResult, setting: float) -> dict[str, float]:
@@ -322,10 +317,14 @@ def main() -> int:
     args.combined = COMBINED_INFLIGHT
     args.oracle_utilisation, args.present_margins = ORACLE_UTILISATION, PRESENT_MARGINS
     args.default_predictive = (DEFAULT_HEADROOM, DEFAULT_BURST_QUANTILE, DEFAULT_BAND_QUANTILE)
-    if args.queue_timeout is not None:
+    if FleetConfig(queue_timeout_s=args.queue_timeout).fails_fast:
         args.headrooms = PREDICTIVE_FAIL_FAST
-        args.oracle_utilisation, args.present_margins = ORACLE_UTILISATION_FAIL_FAST, PRESENT_MARGINS_FAIL_FAST
-        args.default_predictive = FAIL_FAST_DEFAULT
+        args.oracle_utilisation, args.present_margins = (
+            ORACLE_UTILISATION_FAIL_FAST,
+            PRESENT_MARGINS_FAIL_FAST,
+        )
+        m = FAIL_FAST_MARGINS
+        args.default_predictive = (m.headroom, m.burst_quantile, m.band_quantile)
     if args.quick:
         args.days = args.days or 2.0
         args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), args.headrooms[:3]
@@ -360,8 +359,9 @@ def main() -> int:
         "servegen_bursts": args.servegen_bursts,
         "servegen_cv": args.servegen_cv,
         "queue_timeout_s": args.queue_timeout,
-        "default_headroom": DEFAULT_HEADROOM,
-        "default_burst_quantile": DEFAULT_BURST_QUANTILE,
+        "default_headroom": args.default_predictive[0],
+        "default_burst_quantile": args.default_predictive[1],
+        "default_band_quantile": args.default_predictive[2],
         "runtime_s": round(time.monotonic() - started, 1),
         "cases": cases,
     }

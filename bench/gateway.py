@@ -346,7 +346,14 @@ def main() -> int:
             if not args.no_semantic:
                 semantic = stack.enter_context(
                     gateway(
-                        tmp, sim, store.url, *common, "--semantic", "--semantic-threshold", "0.92", timeout=180
+                        tmp,
+                        sim,
+                        store.url,
+                        *common,
+                        "--semantic",
+                        "--semantic-threshold",
+                        "0.92",
+                        timeout=180,
                     )
                 )
                 semantic_url = semantic.url

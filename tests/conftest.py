@@ -15,7 +15,9 @@ import pytest
 pytest_plugins = ["tests.emulator.fixtures"]
 
 # Hypothesis must never touch the network or write its database into the checkout on CI.
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(os.path.expanduser("~"), ".cache", "llmfleet", "hypothesis"))
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(os.path.expanduser("~"), ".cache", "llmfleet", "hypothesis")
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -530,8 +530,17 @@ class PredictiveSpec(ApiModel):
     interval_seconds: int = Field(
         default=60, ge=15, le=3600, description="How often the forecast is refreshed."
     )
-    headroom: float = Field(
-        default=0.2, ge=0, le=2, description="Extra capacity above the forecast's upper band, as a fraction."
+    headroom: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Extra capacity above the forecast's upper band, as a fraction. Default 0.2, or 0 when the balancer fails fast (loadBalancer.timeouts.queueSeconds below the TTFT SLO, or nginx with a concurrency cap), where a shortage costs only its excess.",
+    )
+    band_quantile: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=0.999,
+        description="Quantile of the forecaster's past errors that its upper band covers. Default 0.9, or 0.8 when the balancer fails fast.",
     )
     requests_per_second_per_replica: float | None = Field(
         default=None,

@@ -355,7 +355,9 @@ async def test_backend_killed_mid_run(
             victim.server.process.proc.wait(timeout=10)
             assert victim.server.process.proc.returncode == 3, victim.server.process.log()[-2000:]
             got = received(survivors)
-            retried = lb.retries_after_failed_connect(victim.server.port)  # reported: nginx usually marks it failed first
+            retried = lb.retries_after_failed_connect(
+                victim.server.port
+            )  # reported: nginx usually marks it failed first
     got[victim.name] = crash_after + 1  # it served 6 and died on receiving the 7th
     failed = [o for o in outcomes if not o.ok]
     ok_from_victim = sum(1 for o in outcomes if o.ok and o.server == victim.name)
@@ -582,7 +584,9 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
         async with llmclient.session() as client:
             # Two 100-token streams (4 s) take both slots; two more, sent once they hold them,
             # wait longer than 0.5 s.
-            holders = [asyncio.create_task(llmclient.stream_completion(client, lb.url, 100)) for _ in range(2)]
+            holders = [
+                asyncio.create_task(llmclient.stream_completion(client, lb.url, 100)) for _ in range(2)
+            ]
             await asyncio.sleep(0.5)
             waiters = await asyncio.gather(
                 *(llmclient.stream_completion(client, lb.url, 100) for _ in range(2))

@@ -31,17 +31,33 @@ ALIAS = "tiny-test"
 
 # llama.cpp's /metrics families the scaler and the docs rely on (names without the prefix).
 LLAMACPP_FAMILIES = [
-    "prompt_tokens_total", "prompt_seconds_total", "tokens_predicted_total",
-    "tokens_predicted_seconds_total", "n_decode_total", "n_busy_slots_per_decode",
-    "prompt_tokens_seconds", "predicted_tokens_seconds", "requests_processing", "requests_deferred",
+    "prompt_tokens_total",
+    "prompt_seconds_total",
+    "tokens_predicted_total",
+    "tokens_predicted_seconds_total",
+    "n_decode_total",
+    "n_busy_slots_per_decode",
+    "prompt_tokens_seconds",
+    "predicted_tokens_seconds",
+    "requests_processing",
+    "requests_deferred",
 ]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     log_dir = tmp_path_factory.mktemp("llama")
-    with llama_server(log_dir, tiny_model("tiny"), "--parallel", str(PARALLEL), "--ctx-size", str(CTX),
-                      "--metrics", "--alias", ALIAS) as running:
+    with llama_server(
+        log_dir,
+        tiny_model("tiny"),
+        "--parallel",
+        str(PARALLEL),
+        "--ctx-size",
+        str(CTX),
+        "--metrics",
+        "--alias",
+        ALIAS,
+    ) as running:
         yield running
 
 
@@ -75,19 +91,29 @@ def test_health_and_models(server: LlamaServer, client: httpx.Client) -> None:
 @pytest.mark.parametrize("max_tokens", [1, 7, 32])
 def test_chat_streaming_one_event_per_token(client: httpx.Client, max_tokens: int) -> None:
     body = {
-        "model": ALIAS, "messages": [{"role": "user", "content": "Say something."}],
-        "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
+        "model": ALIAS,
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = sse_events(response)
-    pieces = [e["choices"][0]["delta"]["content"] for e in events
-              if e.get("choices") and e["choices"][0]["delta"].get("content")]
+    pieces = [
+        e["choices"][0]["delta"]["content"]
+        for e in events
+        if e.get("choices") and e["choices"][0]["delta"].get("content")
+    ]
     assert len(pieces) == max_tokens
     assert all(len(piece) == 1 for piece in pieces)  # the model emits single-byte tokens only
     assert set("".join(pieces)) <= PRINTABLE
-    finishes = [e["choices"][0]["finish_reason"] for e in events if e.get("choices") and e["choices"][0].get("finish_reason")]
+    finishes = [
+        e["choices"][0]["finish_reason"]
+        for e in events
+        if e.get("choices") and e["choices"][0].get("finish_reason")
+    ]
     assert finishes == ["length"]
     usage = [e["usage"] for e in events if e.get("usage")]
     assert usage and usage[-1]["completion_tokens"] == max_tokens
@@ -102,20 +128,31 @@ def test_completions_streaming_one_event_per_token(client: httpx.Client, max_tok
     pieces = [e["choices"][0]["text"] for e in events if e.get("choices") and e["choices"][0].get("text")]
     assert len(pieces) == max_tokens
     assert set("".join(pieces)) <= PRINTABLE
-    finishes = [e["choices"][0]["finish_reason"] for e in events if e.get("choices") and e["choices"][0].get("finish_reason")]
+    finishes = [
+        e["choices"][0]["finish_reason"]
+        for e in events
+        if e.get("choices") and e["choices"][0].get("finish_reason")
+    ]
     assert finishes == ["length"]
 
 
 def test_non_streaming_runs_exactly_to_max_tokens(client: httpx.Client) -> None:
-    chat = client.post("/v1/chat/completions", json={
-        "model": ALIAS, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20,
-    }).json()
+    chat = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": ALIAS,
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 20,
+        },
+    ).json()
     assert chat["usage"]["completion_tokens"] == 20
     assert chat["choices"][0]["finish_reason"] == "length"
     content = chat["choices"][0]["message"]["content"]
     assert len(content) == 20 and set(content) <= PRINTABLE
 
-    completion = client.post("/v1/completions", json={"model": ALIAS, "prompt": "abc", "max_tokens": 11}).json()
+    completion = client.post(
+        "/v1/completions", json={"model": ALIAS, "prompt": "abc", "max_tokens": 11}
+    ).json()
     assert completion["usage"]["completion_tokens"] == 11
     assert completion["usage"]["prompt_tokens"] == 3  # byte tokens, no merge for "abc"
     assert completion["choices"][0]["finish_reason"] == "length"
@@ -130,12 +167,16 @@ def test_metrics_expose_llamacpp_families_and_count_tokens(server: LlamaServer, 
     before = parse_metric(text, "llamacpp:tokens_predicted_total")
     prompt_before = parse_metric(text, "llamacpp:prompt_tokens_total")
     assert before is not None and prompt_before is not None
-    response = client.post("/v1/completions", json={"model": ALIAS, "prompt": "xyz xyz", "max_tokens": 13,
-                                                    "cache_prompt": False})
+    response = client.post(
+        "/v1/completions", json={"model": ALIAS, "prompt": "xyz xyz", "max_tokens": 13, "cache_prompt": False}
+    )
     assert response.status_code == 200
     after = server.metrics_text()
     assert parse_metric(after, "llamacpp:tokens_predicted_total") == before + 13
-    assert parse_metric(after, "llamacpp:prompt_tokens_total") == prompt_before + response.json()["usage"]["prompt_tokens"]
+    assert (
+        parse_metric(after, "llamacpp:prompt_tokens_total")
+        == prompt_before + response.json()["usage"]["prompt_tokens"]
+    )
     assert parse_metric(after, "llamacpp:requests_processing") == 0
     assert parse_metric(after, "llamacpp:requests_deferred") == 0
 
@@ -162,8 +203,10 @@ def test_concurrent_streams_beyond_the_slots_all_complete(server: LlamaServer) -
 
     def one(i: int) -> int:
         body = {"model": ALIAS, "prompt": f"request {i}", "max_tokens": 48, "stream": True}
-        with httpx.Client(base_url=server.url, timeout=httpx.Timeout(120.0, connect=5.0)) as http, \
-                http.stream("POST", "/v1/completions", json=body) as response:
+        with (
+            httpx.Client(base_url=server.url, timeout=httpx.Timeout(120.0, connect=5.0)) as http,
+            http.stream("POST", "/v1/completions", json=body) as response,
+        ):
             assert response.status_code == 200
             return sum(1 for e in sse_events(response) if e.get("choices") and e["choices"][0].get("text"))
 

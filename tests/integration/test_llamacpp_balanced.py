@@ -151,7 +151,10 @@ def pooled_session(limit: int = 8) -> aiohttp.ClientSession:
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_streaming_arrives_token_by_token(engine: str, tmp_path: Path) -> None:
     """When the first token reaches the client, the backend is still generating that response."""
-    with fleet(tmp_path, "small") as backends, load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb:
+    with (
+        fleet(tmp_path, "small") as backends,
+        load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb,
+    ):
         at_first: dict[str, float] = {}
 
         async def first() -> None:
@@ -171,7 +174,10 @@ async def test_streaming_arrives_token_by_token(engine: str, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_least_conn_spreads_concurrent_streams(engine: str, tmp_path: Path) -> None:
-    with fleet(tmp_path, "small") as backends, load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb:
+    with (
+        fleet(tmp_path, "small") as backends,
+        load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb,
+    ):
         async with pooled_session() as client:
             tasks = [asyncio.create_task(stream(client, lb.url, 200, prompt=f"stream {i}")) for i in range(3)]
 
@@ -193,7 +199,9 @@ async def test_cap_per_replica_queues_in_the_balancer_not_the_engine(engine: str
     Retry-After. Either way llama-server's own queue (``llamacpp:requests_deferred``) stays empty.
     """
     n = 12
-    spec = llamacpp_spec(engine, maxConcurrencyPerReplica=SLOTS, timeouts={"queueSeconds": 240, "readSeconds": 300})
+    spec = llamacpp_spec(
+        engine, maxConcurrencyPerReplica=SLOTS, timeouts={"queueSeconds": 240, "readSeconds": 300}
+    )
     with fleet(tmp_path, "small") as backends, load_balancer(tmp_path, spec, endpoints(backends)) as lb:
         peak = {"processing": 0.0, "deferred": 0.0}
         async with pooled_session(limit=n) as client:
@@ -201,8 +209,12 @@ async def test_cap_per_replica_queues_in_the_balancer_not_the_engine(engine: str
             while not all(t.done() for t in tasks):
                 for backend in backends:
                     text = await asyncio.to_thread(backend.server.metrics_text)
-                    peak["processing"] = max(peak["processing"], parse_metric(text, "llamacpp:requests_processing") or 0)
-                    peak["deferred"] = max(peak["deferred"], parse_metric(text, "llamacpp:requests_deferred") or 0)
+                    peak["processing"] = max(
+                        peak["processing"], parse_metric(text, "llamacpp:requests_processing") or 0
+                    )
+                    peak["deferred"] = max(
+                        peak["deferred"], parse_metric(text, "llamacpp:requests_deferred") or 0
+                    )
                 await asyncio.sleep(0.02)
             results = [t.result() for t in tasks]
         haproxy = lb.haproxy_metrics() if engine == "haproxy" else {}
@@ -212,7 +224,9 @@ async def test_cap_per_replica_queues_in_the_balancer_not_the_engine(engine: str
     assert all(r.tokens == 48 for r in ok)
     if engine == "haproxy":
         assert len(ok) == n, [r for r in results if not r.ok][:3]
-        assert metric_sum(haproxy, "haproxy_backend_max_queue", proxy="model") >= 1, "nothing waited in haproxy"
+        assert metric_sum(haproxy, "haproxy_backend_max_queue", proxy="model") >= 1, (
+            "nothing waited in haproxy"
+        )
     else:
         refused = [r for r in results if r.status == 503]
         assert len(ok) + len(refused) == n, results
@@ -227,7 +241,10 @@ async def test_killed_backend(engine: str, tmp_path: Path) -> None:
     The balancer learns about the dead backend from a refused connection and retries that
     request elsewhere (a request that never reached a replica is safe to resend).
     """
-    with fleet(tmp_path, "tiny") as backends, load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb:
+    with (
+        fleet(tmp_path, "tiny") as backends,
+        load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb,
+    ):
         async with pooled_session() as client:
             warm = await asyncio.gather(*(stream(client, lb.url, 8, prompt=f"w{i}") for i in range(6)))
             assert all(r.ok for r in warm), warm
@@ -277,8 +294,10 @@ async def test_pooled_client_connections_see_no_failure_despite_the_keep_alive_d
                 while not queue.empty():
                     i = queue.get_nowait()
                     if i % 3 == 2:  # a non-streamed request now and then on the same pooled connections
-                        async with client.post(f"{lb.url}/v1/completions",
-                                               json={"model": MODEL_NAME, "prompt": f"n{i}", "max_tokens": 8}) as r:
+                        async with client.post(
+                            f"{lb.url}/v1/completions",
+                            json={"model": MODEL_NAME, "prompt": f"n{i}", "max_tokens": 8},
+                        ) as r:
                             payload = await r.read()
                         done = r.status == 200 and json.loads(payload)["usage"]["completion_tokens"] == 8
                         results.append(Result(status=r.status, tokens=8 if done else 0, done=done))
@@ -302,7 +321,10 @@ def test_one_client_connection_reused_across_streams(engine: str, tmp_path: Path
     Directly against llama-server the second request on such a connection fails every time
     (test_llama_server.py); through the balancer every one succeeds on the same connection.
     """
-    with fleet(tmp_path, "tiny") as backends, load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb:
+    with (
+        fleet(tmp_path, "tiny") as backends,
+        load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb,
+    ):
         conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=60)
         try:
             for i in range(20):
@@ -326,22 +348,30 @@ def test_openai_sdk_through_the_balancer(engine: str, tmp_path: Path) -> None:
     completions, streaming and not, exact token counts."""
     import openai
 
-    with fleet(tmp_path, "tiny") as backends, load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb:
+    with (
+        fleet(tmp_path, "tiny") as backends,
+        load_balancer(tmp_path, llamacpp_spec(engine), endpoints(backends)) as lb,
+    ):
         client = openai.OpenAI(base_url=f"{lb.url}/v1", api_key="unused", timeout=60.0, max_retries=0)
         try:
             models = client.models.list()
             assert [m.id for m in models.data] == [MODEL_NAME]
             for round_ in range(3):  # several rounds: pooled connections get reused after streams
                 chat = client.chat.completions.create(
-                    model=MODEL_NAME, messages=[{"role": "user", "content": f"hi {round_}"}], max_tokens=12)
+                    model=MODEL_NAME, messages=[{"role": "user", "content": f"hi {round_}"}], max_tokens=12
+                )
                 assert chat.choices[0].finish_reason == "length"
                 assert chat.usage is not None and chat.usage.completion_tokens == 12
                 assert len(chat.choices[0].message.content or "") == 12
 
                 pieces = []
                 for chunk in client.chat.completions.create(
-                        model=MODEL_NAME, messages=[{"role": "user", "content": "stream"}], max_tokens=9,
-                        stream=True, stream_options={"include_usage": True}):
+                    model=MODEL_NAME,
+                    messages=[{"role": "user", "content": "stream"}],
+                    max_tokens=9,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                ):
                     if chunk.choices and chunk.choices[0].delta.content:
                         pieces.append(chunk.choices[0].delta.content)
                     if chunk.usage is not None:
@@ -352,8 +382,13 @@ def test_openai_sdk_through_the_balancer(engine: str, tmp_path: Path) -> None:
                 assert completion.usage is not None and completion.usage.completion_tokens == 7
                 assert completion.choices[0].finish_reason == "length"
 
-                texts = [c.choices[0].text for c in client.completions.create(
-                    model=MODEL_NAME, prompt="Twice", max_tokens=5, stream=True) if c.choices and c.choices[0].text]
+                texts = [
+                    c.choices[0].text
+                    for c in client.completions.create(
+                        model=MODEL_NAME, prompt="Twice", max_tokens=5, stream=True
+                    )
+                    if c.choices and c.choices[0].text
+                ]
                 assert len(texts) == 5
         finally:
             client.close()

@@ -77,7 +77,12 @@ def test_gateway_upstream_ttft_includes_the_prefill(server: LlamaServer, tmp_pat
     with redis_server(tmp_path) as redis, gateway(tmp_path, server.url, redis.url) as gw:
         count_before = gw.metric("llmfleet_gateway_upstream_ttft_seconds_count")
         sum_before = gw.metric("llmfleet_gateway_upstream_ttft_seconds_sum")
-        body = {"prompt": "x" * (PROMPT_TOKENS - 1) + "y", "max_tokens": 3, "stream": True, "cache_prompt": False}
+        body = {
+            "prompt": "x" * (PROMPT_TOKENS - 1) + "y",
+            "max_tokens": 3,
+            "stream": True,
+            "cache_prompt": False,
+        }
         with httpx.Client(base_url=gw.url, timeout=httpx.Timeout(240.0, connect=5.0)) as http:
             response = http.post("/v1/completions", json=body)
         assert response.status_code == 200, response.text

@@ -70,7 +70,12 @@ def test_queue_and_load_signals_follow_a_rising_load(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         flags = ("--parallel", str(SLOTS), "--ctx-size", str(512 * SLOTS), "--metrics")
         servers = [stack.enter_context(llama_server(tmp_path, model, *flags)) for _ in range(2)]
-        prometheus = PrometheusConnect(url=stack.enter_context(run_prometheus(tmp_path, [server.port for server in servers], job='llamacpp')), disable_ssl=True)
+        prometheus = PrometheusConnect(
+            url=stack.enter_context(
+                run_prometheus(tmp_path, [server.port for server in servers], job="llamacpp")
+            ),
+            disable_ssl=True,
+        )
         wait_until(lambda: scalar(prometheus, "sum(up)") == 2, 60, interval=0.5, what="both targets scraped")
         assert scalar(prometheus, QUEUE) == 0
         assert scalar(prometheus, RUNNING) == 0
@@ -86,8 +91,12 @@ def test_queue_and_load_signals_follow_a_rising_load(tmp_path: Path) -> None:
 
         # Beyond the slots: SLOTS + 2 clients per server. Every slot busy, the rest deferred.
         with Load(servers, clients=SLOTS + 2) as heavy:
-            queue = eventually(prometheus, QUEUE, lambda v: v >= 2, "requests deferred beyond the slots", timeout=90)
-            per_replica = eventually(prometheus, QUEUE_PER_REPLICA, lambda v: v >= 1, "a per-replica queue", timeout=90)
+            queue = eventually(
+                prometheus, QUEUE, lambda v: v >= 2, "requests deferred beyond the slots", timeout=90
+            )
+            per_replica = eventually(
+                prometheus, QUEUE_PER_REPLICA, lambda v: v >= 1, "a per-replica queue", timeout=90
+            )
             full = eventually(prometheus, RUNNING, lambda v: v == 2 * SLOTS, "every slot busy", timeout=90)
             per_server = prometheus.custom_query("max_over_time(llamacpp:requests_processing[30s])")
 

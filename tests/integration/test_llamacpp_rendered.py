@@ -315,7 +315,9 @@ def test_prefix_caching_false_is_honoured_or_refused(path: Path, tmp_path: Path)
     rendered = render(doc, tmp_path)
     port = free_port()
     argv = localize(rendered, tiny_model("tiny"), port)
-    with run_llama_server(argv, port, tmp_path / "llama-server.log", env=localize_env(rendered, tmp_path)) as server:
+    with run_llama_server(
+        argv, port, tmp_path / "llama-server.log", env=localize_env(rendered, tmp_path)
+    ) as server:
         cached = repeated_prompt_cached_tokens(server)
     assert cached == [0, 0], (
         f"prefixCaching: false, but the repeated prompt reused {cached[1]} cached tokens; "

@@ -26,8 +26,12 @@ pytestmark = [pytest.mark.realengine, pytest.mark.timeout(240)]
 PREFIX = "llamacpp:"
 # What the scaler, the HPA and the docs query for llamacpp: both must export these.
 REQUIRED = {
-    "llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:tokens_predicted_total",
-    "llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_seconds_total", "llamacpp:prompt_seconds_total",
+    "llamacpp:requests_processing",
+    "llamacpp:requests_deferred",
+    "llamacpp:tokens_predicted_total",
+    "llamacpp:prompt_tokens_total",
+    "llamacpp:tokens_predicted_seconds_total",
+    "llamacpp:prompt_seconds_total",
 }
 
 
@@ -95,7 +99,9 @@ def test_same_workload_same_token_counts(real: LlamaServer, sim: SimServer) -> N
                 assert response.status_code == 200, response.text
                 assert response.json()["usage"]["completion_tokens"] == 5
         after = llamacpp_values(server.metrics_text())
-        assert after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"] == 15, server.url
+        assert after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"] == 15, (
+            server.url
+        )
         assert after["llamacpp:prompt_tokens_total"] > before["llamacpp:prompt_tokens_total"], server.url
         assert after["llamacpp:requests_processing"] == 0, server.url
         assert after["llamacpp:requests_deferred"] == 0, server.url
@@ -118,7 +124,13 @@ def run_beyond_the_slots(server: LlamaServer | SimServer, slots: int, max_tokens
     counts: list[int] = []
 
     def one(i: int) -> None:
-        body = {"model": model, "prompt": f"slot {i}", "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
+        body = {
+            "model": model,
+            "prompt": f"slot {i}",
+            "max_tokens": max_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        }
         with httpx.Client(base_url=server.url, timeout=httpx.Timeout(240.0, connect=5.0)) as http, \
                 http.stream("POST", "/v1/completions", json=body) as response:  # fmt: skip
             events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
@@ -132,7 +144,9 @@ def run_beyond_the_slots(server: LlamaServer | SimServer, slots: int, max_tokens
     for thread in threads:
         thread.start()
     try:
-        wait_until(saturated, timeout=120, interval=0.02, what=f"{slots} processing and 2 deferred on {server.url}")
+        wait_until(
+            saturated, timeout=120, interval=0.02, what=f"{slots} processing and 2 deferred on {server.url}"
+        )
     finally:
         for thread in threads:
             thread.join(timeout=240)
@@ -146,5 +160,7 @@ def test_slots_and_deferred_queue_behave_alike(tmp_path: Path) -> None:
     flags = ("--parallel", str(slots), "--ctx-size", str(512 * slots), "--metrics")
     with llama_server(tmp_path, tiny_model("small"), *flags) as real_server:
         assert run_beyond_the_slots(real_server, slots, max_tokens) == [max_tokens] * (slots + 2)
-    with sim_server(tmp_path, metrics_flavor="llamacpp", max_num_seqs=slots, decode_base_seconds=0.05) as sim_srv:
+    with sim_server(
+        tmp_path, metrics_flavor="llamacpp", max_num_seqs=slots, decode_base_seconds=0.05
+    ) as sim_srv:
         assert run_beyond_the_slots(sim_srv, slots, max_tokens) == [max_tokens] * (slots + 2)

@@ -218,7 +218,9 @@ def test_queue_and_batch_metrics_under_load(tmp_path: Path) -> None:
 
         def batch_full_and_six_queued() -> bool:
             scrape.update(server.metrics())
-            return scrape.get("vllm:num_requests_running") == 2 and scrape.get("vllm:num_requests_waiting") == 6
+            return (
+                scrape.get("vllm:num_requests_running") == 2 and scrape.get("vllm:num_requests_waiting") == 6
+            )
 
         wait_until(batch_full_and_six_queued, 20, what="two requests running and six queued")
         assert scrape["llamacpp:requests_deferred"] == 6

@@ -43,7 +43,11 @@ def cache_root() -> Path:
 def llama_server_binary() -> Path:
     """Path of the built ``llama-server``; RuntimeError (a test failure) when it is not built."""
     override = os.environ.get("LLMFLEET_LLAMA_SERVER")
-    path = Path(override) if override else cache_root() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}" / "bin" / "llama-server"
+    path = (
+        Path(override)
+        if override
+        else cache_root() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}" / "bin" / "llama-server"
+    )
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise RuntimeError(
             f"llama-server is not built at {path}: run {BUILD_SCRIPT.relative_to(REPO)} "
@@ -57,10 +61,15 @@ def tiny_model(size: str = "tiny", seed: int = 0) -> Path:
     """Path of the generated test model (``tiny`` or ``small``), generating it on first use (~1 s)."""
     result = subprocess.run(
         [PYTHON, str(MODEL_SCRIPT), size, "--seed", str(seed)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"{MODEL_SCRIPT.name} {size} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{MODEL_SCRIPT.name} {size} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
     path = Path(result.stdout.strip().splitlines()[-1])
     if not path.is_file():
         raise RuntimeError(f"{MODEL_SCRIPT.name} printed {path}, which does not exist")
@@ -110,21 +119,38 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 @contextlib.contextmanager
-def run_llama_server(argv: Sequence[str], port: int, log_path: Path, timeout: float = 120.0,
-                     ready_path: str = "/health", env: dict[str, str] | None = None) -> Iterator[LlamaServer]:
+def run_llama_server(
+    argv: Sequence[str],
+    port: int,
+    log_path: Path,
+    timeout: float = 120.0,
+    ready_path: str = "/health",
+    env: dict[str, str] | None = None,
+) -> Iterator[LlamaServer]:
     """Start a complete llama-server command line that listens on ``port``; wait for ``ready_path``."""
     url = f"http://127.0.0.1:{port}"
-    with managed(list(argv), log_path, ready=lambda: http_ok(url + ready_path), timeout=timeout,
-                 env=env) as process:
+    with managed(
+        list(argv), log_path, ready=lambda: http_ok(url + ready_path), timeout=timeout, env=env
+    ) as process:
         yield LlamaServer(url=url, port=port, process=process)
 
 
 @contextlib.contextmanager
-def llama_server(log_dir: Path, model: Path, *args: str, timeout: float = 120.0,
-                 test_args: Sequence[str] = TEST_ARGS) -> Iterator[LlamaServer]:
+def llama_server(
+    log_dir: Path, model: Path, *args: str, timeout: float = 120.0, test_args: Sequence[str] = TEST_ARGS
+) -> Iterator[LlamaServer]:
     """Start ``llama-server -m MODEL --host 127.0.0.1 --port FREE *test_args *args`` and wait for /health."""
     port = free_port()
-    argv = [str(llama_server_binary()), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            *test_args, *args]
+    argv = [
+        str(llama_server_binary()),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *test_args,
+        *args,
+    ]
     with run_llama_server(argv, port, log_dir / f"llama-server-{port}.log", timeout=timeout) as server:
         yield server

@@ -197,7 +197,9 @@ class Balancer:
                 if len(attempts) > 1 and attempts[0].endswith(f":{backend_port}") and entry["status"] == 200:
                     count += 1
             return count
-        return int(metric_sum(self.haproxy_metrics(), "haproxy_backend_redispatch_warnings_total", proxy="model"))
+        return int(
+            metric_sum(self.haproxy_metrics(), "haproxy_backend_redispatch_warnings_total", proxy="model")
+        )
 
     def haproxy_metrics(self) -> dict[str, float]:
         """haproxy's Prometheus exporter on the status port, as ``{'name{labels}': value}``."""

@@ -36,7 +36,9 @@ def require_binary(name: str) -> str:
     return path
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> None:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass (then raise TimeoutError)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,14 +65,20 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ManagedProcess:
     """A child process with its output in ``log_path``; ``stop()`` terminates, then kills."""
 
-    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
 
     @property
@@ -89,7 +97,9 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
+                )
             if predicate():
                 return
             time.sleep(0.05)
@@ -117,8 +127,14 @@ class ManagedProcess:
 
 
 @contextlib.contextmanager
-def managed(argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float = 30.0,
-            env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[ManagedProcess]:
+def managed(
+    argv: Sequence[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[ManagedProcess]:
     """Start ``argv``, wait until ``ready()``, yield the process, always stop it."""
     process = ManagedProcess(argv, log_path, env=env, cwd=cwd)
     try:

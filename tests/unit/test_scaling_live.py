@@ -209,3 +209,106 @@ def test_recommend_provisions_for_observed_sub_minute_bursts() -> None:
 
 def replace_burst(m: FleetMetrics, per_step_rate: np.ndarray) -> FleetMetrics:
     return replace(m, burst_history=tuple(float(x) for x in per_step_rate), burst_step_s=15.0)
+
+
+def test_fetch_reads_demand_at_haproxy_and_falls_back_to_the_engines() -> None:
+    class TwoCounters(FakePrometheus):
+        """haproxy received 20 req/s and answered 6 with 503; the engines completed 14."""
+
+        def __init__(self, haproxy_scraped: bool) -> None:
+            super().__init__(rate=14.0)
+            self.haproxy_scraped = haproxy_scraped
+
+        def value(self, query: str) -> float | None:
+            if "haproxy_frontend_http_responses_total" in query:
+                return 6.0 if self.haproxy_scraped else None
+            if "haproxy_frontend_http_requests_total" in query:
+                return 20.0 if self.haproxy_scraped else None
+            return self.rate
+
+        def custom_query_range(
+            self, query: str, start_time: datetime, end_time: datetime, step: str, timeout: int
+        ) -> list[dict[str, Any]]:
+            value = self.value(query)
+            return [] if value is None else [{"metric": {}, "values": [[start_time.timestamp(), str(value)]]}]
+
+        def custom_query(self, query: str, params: dict[str, Any], timeout: int) -> list[dict[str, Any]]:
+            value = self.value(query) if "waiting" not in query else 0.0
+            return [] if value is None else [{"metric": {}, "value": [params["time"], str(value)]}]
+
+    lb = ("haproxy", selector("ml", "chat"))
+    seen = fetch(TwoCounters(True), "vllm", selector("ml", "chat-model"), now=NOW, balancer=lb)
+    assert (seen.demand_source, seen.request_rate, seen.served_rate, seen.rejected_rate) == (
+        "haproxy",
+        20.0,
+        14.0,
+        6.0,
+    )
+    assert seen.rate_history[0] == 20.0 and seen.burst_history[0] == 20.0
+    blind = fetch(TwoCounters(False), "vllm", selector("ml", "chat-model"), now=NOW, balancer=lb)
+    assert (blind.demand_source, blind.request_rate, blind.served_rate, blind.rejected_rate) == (
+        "engine",
+        14.0,
+        14.0,
+        None,
+    )
+    nginx = fetch(TwoCounters(True), "vllm", "x", now=NOW, balancer=("nginx", "y"))  # no counter to read
+    assert nginx.demand_source == "engine" and nginx.request_rate == 14.0
+
+
+def test_a_balancer_turning_requests_away_raises_the_floor_to_the_demand() -> None:
+    config = replace(CFG, headroom=0.0, burst_quantile=None, fails_fast=True, band_quantile=0.8)
+    quiet = replace(metrics(np.full(120, 20.0)), demand_source="haproxy", served_rate=20.0, rejected_rate=0.0)
+    # the level jumped to 40 req/s within the last minute: the history does not show it yet
+    jumped = replace(quiet, request_rate=40.0, served_rate=25.0, rejected_rate=15.0)
+    calm = recommend(config, quiet, None, NOW, ready_replicas=5)
+    raised = recommend(config, jumped, None, NOW, ready_replicas=5)
+    assert calm.replicas == 4  # 20 req/s at 5 per replica
+    assert raised.replicas == 8  # the 40 req/s received, not the 25 served
+    assert "balancer turning away 15 req/s (37.5%) of 40" in raised.reason
+    assert "demand from haproxy (rejected requests included)" in raised.reason
+    # capacity is learned from what was served, never from the demand turned away
+    learned = recommend(replace(config, capacity_rps=None), jumped, None, NOW, ready_replicas=5)
+    assert learned.state.capacity_lower_bound_rps == pytest.approx(25.0 / 5)
+
+
+@pytest.mark.parametrize(
+    ("load_balancer", "slo_ms", "fails_fast"),
+    [
+        ({"engine": "nginx"}, None, False),  # no cap: the engines queue everything
+        ({"engine": "nginx", "maxConcurrencyPerReplica": 64}, None, True),  # nginx has no queue
+        ({"engine": "haproxy", "maxConcurrencyPerReplica": 64}, None, False),  # 30 s queue
+        (
+            {"engine": "haproxy", "maxConcurrencyPerReplica": 64, "timeouts": {"queueSeconds": 0.5}},
+            None,
+            True,
+        ),
+        (
+            {"engine": "haproxy", "maxConcurrencyPerReplica": 64, "timeouts": {"queueSeconds": 0.5}},
+            400,
+            False,
+        ),
+        ({"engine": "haproxy", "maxConcurrencyPerReplica": 64, "timeouts": {"queueSeconds": 2}}, 3000, True),
+    ],
+)
+def test_failing_fast_picks_the_margins_that_suit_it(
+    load_balancer: dict[str, Any], slo_ms: int | None, fails_fast: bool
+) -> None:
+    from llmfleet import api
+    from tests.specs import minimal
+
+    overrides: dict[str, Any] = {"loadBalancer": load_balancer}
+    if slo_ms is not None:
+        overrides["slo"] = {"ttftP95Ms": slo_ms}
+    spec = api.LLMServiceSpec.model_validate(minimal("vllm", **overrides))
+    assert spec.balancer_fails_fast() is fails_fast
+    config = LiveConfig.from_spec(spec)
+    margins = live.FAIL_FAST_MARGINS if fails_fast else live.QUEUEING_MARGINS
+    assert (config.headroom, config.burst_quantile, config.band_quantile) == (
+        margins.headroom,
+        margins.burst_quantile,
+        margins.band_quantile,
+    )
+    chosen = minimal("vllm", **overrides, autoscaling={"predictive": {"headroom": 0.3, "bandQuantile": 0.95}})
+    explicit = LiveConfig.from_spec(api.LLMServiceSpec.model_validate(chosen))
+    assert (explicit.headroom, explicit.band_quantile) == (0.3, 0.95)  # what the user set wins

@@ -119,6 +119,28 @@ def test_queue_and_latency_breaches_raise_the_floor_at_once() -> None:
     assert "+10% after SLO breaches" in slow.reason
 
 
+def test_rejections_raise_the_floor_to_the_demand_without_a_boost() -> None:
+    """A balancer that fails fast keeps queue and TTFT low while it sheds: its rejections are the
+    breach. 30 req/s arrive, 8 of them turned away; the forecast said 10."""
+    state = PolicyState(floor=4, changed_at=0.0)
+
+    def shedding(rejected: float) -> tuple[Decision, PolicyState]:
+        return decide(
+            CFG,
+            PolicyInput(
+                60.0, 10.0, 10.0, ready=4, observed_rps=30.0, queue_per_replica=0.5, rejected_rps=rejected
+            ),
+            state,
+        )
+
+    few, _ = shedding(0.1)  # 0.3% of the requests: within the tolerance, the forecast rules
+    assert (few.replicas, few.driver) == (4, "hold")
+    many, after = shedding(8.0)  # 30 req/s * 1.2 / 5 = 7.2 -> 8, no boost on top
+    assert (many.replicas, many.driver) == (8, "rejections")
+    assert after.boost == 0.0
+    assert "balancer turning away 8 req/s (26.7%) of 30" in many.reason
+
+
 def test_breach_boost_decays_on_calm_days() -> None:
     state = PolicyState(floor=4, changed_at=0.0)
     breach = PolicyInput(0.0, 10.0, 10.0, ready=4, observed_rps=10.0, queue_per_replica=50.0)

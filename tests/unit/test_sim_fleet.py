@@ -68,7 +68,8 @@ def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() ->
     trace = synthetic(rates)
     fifo_config = FleetConfig(initial_replicas=2, drain_s=60, warmup_s=0)
     fifo = simulate(trace, Fixed(2), fifo_config)
-    fast = simulate(trace, Fixed(2), replace(fifo_config, queue_timeout_s=0.5))
+    watcher = Fixed(2)
+    fast = simulate(trace, watcher, replace(fifo_config, queue_timeout_s=0.5))
     total = trace.count.sum()
     served = float((fast.weight * (1 - fast.rejected)).sum())  # type: ignore[operator]
     assert served + fast.rejected_requests == pytest.approx(total)
@@ -80,6 +81,11 @@ def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() ->
     assert fast.rejected_requests == pytest.approx(excess, rel=0.05)  # only the excess is turned away
     admitted = fast.rejected < 1  # type: ignore[operator]
     assert fast.ttft_s[admitted].max() <= 0.5 + 1000 * CAP.prefill_seconds_per_token + 1e-9
+    # the scalers see the rejections (lagged, over the rate window) and the demand, not just what was served
+    during = next(o for o in watcher.seen if o.now == 1050)
+    assert during.rejected_rate == pytest.approx(18 - capacity_rps, rel=0.05)
+    assert during.request_rate == pytest.approx(18.0)
+    assert all(o.rejected_rate == 0.0 for o in watcher.seen if o.now < 600)
     # FIFO: the backlog makes every request of the overload and its drain late.
     assert fifo.violated > 2 * fast.violated
     assert fifo.rejected_requests == 0.0
@@ -274,7 +280,9 @@ def test_load_trace_rescales_to_the_requested_mean_load() -> None:
     assert trace.work(CAP).mean() == pytest.approx(10.0, rel=1e-6)
 
 
-def test_simulate_command_prints_a_table_and_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_command_prints_a_table_and_writes_a_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from llmfleet.cli import main
 
     rates = [1000.0, 1200.0, 1800.0, 1500.0, 1000.0, 900.0]
@@ -286,5 +294,10 @@ def test_simulate_command_prints_a_table_and_writes_a_plot(tmp_path: Path, capsy
     for scaler in ("hpa ", "hpa-inflight", "predictive", "oracle"):
         assert f"  {scaler}" in out
     assert (plots / "m-synthetic.png").stat().st_size > 10_000
+    assert " 0.00%" in out  # nothing is turned away by an unbounded queue
+    # failing fast, the queue-depth HPA never sees a queue: its shortages show as rejected requests
+    assert main([*argv, "--queue-timeout", "0.5", "--scaler", "hpa"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "hpa" in line)
+    assert not row.endswith(" 0.00%"), row
     assert main(["simulate", "--trace", str(tmp_path / "nothing-here")]) == 2
     assert "no trace found" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmfleet.scaling.forecast import BurstConfig, burst_factor, forecast
+from llmfleet.scaling.forecast import BurstConfig, ForecastConfig, burst_factor, forecast
 from llmfleet.scaling.metrics import FleetMetrics, MetricsUnavailable
 from llmfleet.scaling.policy import PolicyConfig, PolicyInput, PolicyState, decide
 
@@ -40,21 +40,39 @@ CAPACITY_UNKNOWN = "CapacityUnknown"
 
 
 @dataclass(frozen=True)
+class Margins:
+    """How far above the forecast the floor sits, by default, for one kind of data plane."""
+
+    headroom: float
+    burst_quantile: float | None  # None: no burst factor
+    band_quantile: float
+
+
+# A balancer that queues without a useful bound lets any shortage delay every request behind
+# it, so the floor covers the forecast's 90% error band, sub-minute bursts and 20% more. One that
+# fails fast loses only the requests over capacity, and is cheapest nearer the forecast: on the
+# ServeGen traces (bench/autoscaling.py --queue-timeout 0.5) this default reaches 99% of requests
+# within the TTFT SLO at half or more of the gap between the best in-flight HPA and the oracle.
+QUEUEING_MARGINS = Margins(headroom=0.2, burst_quantile=0.99, band_quantile=0.9)
+FAIL_FAST_MARGINS = Margins(headroom=0.0, burst_quantile=None, band_quantile=0.8)
+
+
+@dataclass(frozen=True)
 class LiveConfig:
     """The spec fields the live scaler reads (build with :meth:`from_spec`)."""
 
     min_replicas: int = 1
     max_replicas: int = DEFAULT_MAX_REPLICAS
     target_queue_depth: float = 8.0
-    headroom: float = 0.2
+    headroom: float = QUEUEING_MARGINS.headroom
     horizon_s: float = 600.0
     interval_s: float = 60.0
     ttft_slo_s: float | None = None
     capacity_rps: float | None = None  # predictive.requestsPerSecondPerReplica
     down_percent_per_minute: float = 25.0
-    burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
-    # The balancer turns away what cannot start within the SLO (LLMServiceSpec.balancer_fails_fast):
-    # a burst then costs only its excess, not a queue that delays everyone, so no burst factor.
+    burst_quantile: float | None = QUEUEING_MARGINS.burst_quantile  # None: no burst factor
+    band_quantile: float = QUEUEING_MARGINS.band_quantile
+    # The balancer turns away what cannot start within the SLO (LLMServiceSpec.balancer_fails_fast).
     fails_fast: bool = False
 
     @classmethod
@@ -63,17 +81,21 @@ class LiveConfig:
         auto, predictive = spec.autoscaling, spec.autoscaling.predictive
         slo_ms = spec.slo.ttft_p95_ms if spec.slo is not None else None
         fails_fast = bool(spec.balancer_fails_fast())
+        margins = FAIL_FAST_MARGINS if fails_fast else QUEUEING_MARGINS
         return cls(
             min_replicas=spec.replicas.min,
             max_replicas=spec.replicas.max or DEFAULT_MAX_REPLICAS,
             target_queue_depth=float(auto.target_queue_depth),
-            headroom=predictive.headroom,
+            headroom=margins.headroom if predictive.headroom is None else predictive.headroom,
+            band_quantile=margins.band_quantile
+            if predictive.band_quantile is None
+            else predictive.band_quantile,
             horizon_s=float(predictive.horizon_seconds),
             interval_s=float(predictive.interval_seconds),
             ttft_slo_s=slo_ms / 1000.0 if slo_ms else None,
             capacity_rps=predictive.requests_per_second_per_replica,
             down_percent_per_minute=float(auto.scale_down.percent_per_minute),
-            burst_quantile=None if fails_fast else cls.burst_quantile,
+            burst_quantile=margins.burst_quantile,
             fails_fast=fails_fast,
         )
 
@@ -214,7 +236,12 @@ def recommend(
     history = np.asarray(metrics.rate_history, dtype=float)
     if history.size < MIN_HISTORY_STEPS:
         return _hold(config, state, NO_METRICS, f"only {history.size} steps of request-rate history")
-    fc = forecast(history, metrics.step_s, max(config.horizon_s, config.interval_s))
+    fc = forecast(
+        history,
+        metrics.step_s,
+        max(config.horizon_s, config.interval_s),
+        ForecastConfig(quantile=config.band_quantile),
+    )
     burst = live_burst_factor(config, metrics)
     policy = PolicyConfig(
         min_replicas=config.min_replicas,
@@ -240,6 +267,7 @@ def recommend(
             else None,
             ttft_p95_s=metrics.ttft_p95_s,
             burst_factor=burst,
+            rejected_rps=metrics.rejected_rate or 0.0,
         ),
         policy_state,
     )

@@ -22,7 +22,8 @@ nginx, or haproxy with a short ``queueSeconds``) turns away what the replicas ca
 time, and the engines never count those requests: their completion rate stops at the fleet's
 capacity exactly when it is short, so a forecast read from it cannot see the shortage. haproxy
 counts every request its frontend receives (``haproxy_frontend_http_requests_total``, proxy
-``llm``), so with haproxy the request rate is read there (:data:`BALANCER_REQUEST_RATE`),
+``llm``), so with haproxy the request rate is read there (:data:`BALANCERS`), with its 5xx
+answers (the 503s of its queue timeout) as the rejected rate,
 falling back to the engine's counter when Prometheus has no haproxy series (the balancer pods
 are not scraped); the engine's counter still gives the *served* rate, from which capacity is
 learned. nginx exports no request counter: with nginx the forecast follows served load.
@@ -92,9 +93,20 @@ ENGINES: dict[str, EngineQueries] = {
     ),
 }
 
-# Requests the balancer received per second, rejected ones included, by balancer engine.
-BALANCER_REQUEST_RATE: dict[str, str] = {
-    "haproxy": 'sum(rate(haproxy_frontend_http_requests_total{{proxy="llm",{sel}}}[{window}]))',
+
+@dataclass(frozen=True)
+class BalancerQueries:
+    """PromQL of a balancer's own counters, ``{sel}`` standing for its pods' label selector."""
+
+    request_rate: str  # requests received, rejected ones included
+    rejected_rate: str  # 5xx answers: its own 503s when no replica could take a request in time
+
+
+BALANCERS: dict[str, BalancerQueries] = {
+    "haproxy": BalancerQueries(
+        request_rate='sum(rate(haproxy_frontend_http_requests_total{{proxy="llm",{sel}}}[{window}]))',
+        rejected_rate='sum(rate(haproxy_frontend_http_responses_total{{proxy="llm",code="5xx",{sel}}}[{window}]))',
+    ),
 }
 
 
@@ -117,6 +129,7 @@ class FleetMetrics:
     # counter); below request_rate when the balancer turned requests away.
     served_rate: float | None = None
     demand_source: str = "engine"  # where request_rate and its history come from
+    rejected_rate: float | None = None  # 5xx answers per second at the balancer (None: not read)
 
 
 class MetricsUnavailable(Exception):
@@ -215,15 +228,16 @@ def fetch(
     ``burst_lookback_s`` (rate window two steps, so a 15 s scrape always has two samples): the
     sub-minute burstiness the policy's burst factor is computed from. ``balancer`` is the
     balancer engine and the label selector of its pods: where it exports a request counter
-    (:data:`BALANCER_REQUEST_RATE`) and Prometheus has it, the request rate is read there.
+    (:data:`BALANCERS`) and Prometheus has it, the request rate is read there.
 
     Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
     Blocking: run it in a thread.
     """
     queries = queries_for(engine, sel, rate_window)
     sources: list[tuple[str, Callable[[str], str]]] = []
-    if balancer is not None and balancer[0] in BALANCER_REQUEST_RATE:
-        template, lb_sel = BALANCER_REQUEST_RATE[balancer[0]], balancer[1]
+    lb_queries = BALANCERS.get(balancer[0]) if balancer is not None else None
+    if balancer is not None and lb_queries is not None:
+        template, lb_sel = lb_queries.request_rate, balancer[1]
         sources.append((balancer[0], lambda window: template.format(sel=lb_sel, window=window)))
     if queries.request_rate is not None:
         sources.append(("engine", lambda window: str(queries_for(engine, sel, window).request_rate)))
@@ -245,7 +259,11 @@ def fetch(
             window = f"{round(2 * burst_step_s)}s"
             burst = _range(client, rate_query(window), burst_start, burst_end, burst_step_s, timeout_s)
         request_rate = _instant(client, rate_query(rate_window) if rate_query else None, end, timeout_s)
-        served = request_rate if source == "engine" else _instant(client, queries.request_rate, end, timeout_s)
+        served, rejected = request_rate, None
+        if source != "engine" and balancer is not None and lb_queries is not None:
+            served = _instant(client, queries.request_rate, end, timeout_s)
+            rejected_query = lb_queries.rejected_rate.format(sel=balancer[1], window=rate_window)
+            rejected = _instant(client, rejected_query, end, timeout_s) or 0.0
         queue_depth = _instant(client, queries.queue_depth, end, timeout_s)
         running = _instant(client, queries.running, end, timeout_s)
         ttft = _instant(client, queries.ttft_p95, end, timeout_s)
@@ -266,6 +284,7 @@ def fetch(
         burst_step_s=float(burst_step_s or 15.0),
         served_rate=served,
         demand_source=source,
+        rejected_rate=rejected,
     )
 
 

@@ -12,14 +12,19 @@ Rules, in order:
    replica sustains. Level uncertainty and bursts are independent deviations, so their
    relative excesses add in quadrature.
 2. **Feedback** raises the floor at once when the queue is deeper than ``target_queue_depth``
-   per replica or TTFT p95 is above the SLO: to what the *observed* rate needs plus draining
+   per replica, TTFT p95 is above the SLO, or the balancer turns away more than
+   ``reject_tolerance`` of the requests (a balancer that fails fast keeps queue and TTFT low
+   while it sheds, so rejections are its only sign of a shortage): to what the *observed* rate needs plus draining
    the queue within ``drain_s``, ``ceil((observed + queue_total / drain_s) * (1 + headroom) /
    capacity_rps)``. Proportional to measured demand, not a multiple of the current replicas:
    a burst that is over before new replicas are ready should not buy a fleet twice its size.
-   A breach also adds ``breach_boost`` to the headroom (up to ``max_boost``), decaying with a
+   A queue or latency breach also adds ``breach_boost`` to the headroom (up to ``max_boost``), decaying with a
    half-life of ``boost_half_life_s``: bursts no forecast sees come in spells (a bursty client,
    an incident), so the SLO's own feedback keeps extra room while they last and gives it back
-   on calm days.
+   on calm days. Rejections add no boost: the shortage they show costs only its excess, and
+   on ServeGen m-small a boost made the floor buy 19% more GPU-hours for 0.9 points of
+   attainment (99.84% at 7,076 against 98.94% at 5,859), more than the headroom sweep pays
+   for the same gain.
 3. Clamp to ``[min_replicas, max_replicas]``.
 4. **Up at once, down slowly**: a higher value replaces the floor immediately; a lower one only
    after every recommendation of the last ``down_window_s`` was lower (the floor drops to the
@@ -49,6 +54,7 @@ class PolicyConfig:
     down_percent_per_minute: float = 25.0
     down_tolerance: float = 0.1
     breach_boost: float = 0.1
+    reject_tolerance: float = 0.005  # share of requests turned away that counts as a breach
     max_boost: float = 1.0
     boost_half_life_s: float = 3600.0
 
@@ -63,6 +69,7 @@ class PolicyInput:
     queue_per_replica: float | None = None  # None: metric unavailable
     ttft_p95_s: float | None = None
     burst_factor: float = 1.0  # capacity per unit of forecast rate for sub-minute bursts (>= 1)
+    rejected_rps: float = 0.0  # requests/s the balancer turned away (included in observed_rps)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
     queue = inp.queue_per_replica if inp.queue_per_replica is not None else 0.0
     queue_breach = queue > cfg.target_queue_depth
     latency_breach = inp.ttft_p95_s is not None and inp.ttft_p95_s > cfg.ttft_slo_s
+    reject_breach = inp.rejected_rps > cfg.reject_tolerance * max(inp.observed_rps, 1e-9)
     elapsed = max(inp.now - state.boost_at, 0.0)
     boost = state.boost * 0.5 ** (elapsed / cfg.boost_half_life_s) if state.boost else 0.0
     if queue_breach or latency_breach:
@@ -117,11 +125,11 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState) -> tuple[Dec
         cfg, combined_rate(inp.forecast_upper_rps, inp.forecast_rps, inp.burst_factor), boost
     )
     raw, driver = by_forecast, "forecast"
-    if queue_breach or latency_breach:
+    if queue_breach or latency_breach or reject_breach:
         demand = inp.observed_rps + queue * max(inp.ready, 1) / cfg.drain_s
         want = forecast_replicas(cfg, demand, boost, inp.burst_factor)
         if want > raw:
-            raw, driver = want, "queue" if queue_breach else "latency"
+            raw, driver = want, "queue" if queue_breach else "latency" if latency_breach else "rejections"
     if raw < cfg.min_replicas:
         raw, driver = cfg.min_replicas, "min"
     if raw > cfg.max_replicas:
@@ -160,6 +168,9 @@ def _explain(
     if driver == "latency":
         assert inp.ttft_p95_s is not None
         return f"floor {floor}: TTFT p95 {inp.ttft_p95_s * 1000:.0f} ms above SLO {cfg.ttft_slo_s * 1000:.0f} ms; {load}"
+    if driver == "rejections":
+        share = inp.rejected_rps / max(inp.observed_rps, 1e-9)
+        return f"floor {floor}: balancer turning away {inp.rejected_rps:.3g} req/s ({share:.1%}) of {inp.observed_rps:.3g}; {load}"
     if driver == "hold":
         return f"floor {floor} held (wants {raw}; lowering only after {cfg.down_window_s:.0f} s of slack); {load}"
     if driver == "min":

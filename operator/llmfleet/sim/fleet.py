@@ -83,6 +83,11 @@ class FleetConfig:
     warmup_s: int | None = None  # not scored; None: one startup delay, which no scaler can act within
     queue_timeout_s: float | None = None  # None: unbounded FIFO; else reject work waiting longer
 
+    @property
+    def fails_fast(self) -> bool:
+        """The balancer turns away work it could not start within the SLO (as the API decides)."""
+        return self.queue_timeout_s is not None and self.queue_timeout_s < self.slo_ttft_s
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -97,6 +102,7 @@ class Observation:
     request_rate: float
     ttft_p95_s: float
     count_history: np.ndarray  # requests per second up to now - lag (a view)
+    rejected_rate: float = 0.0  # requests/s the balancer turned away over the rate window
 
 
 class Scaler(Protocol):
@@ -229,6 +235,7 @@ def simulate(
     count_cum = np.concatenate([[0.0], np.cumsum(count)]).tolist()
     backlog = [0.0] * n
     shed = [0.0] * n
+    shed_cum = [0.0] * (n + 1)
     timeout = config.queue_timeout_s
     wait_est = [0.0] * n
     ready_at = [0] * n
@@ -259,6 +266,7 @@ def simulate(
                 request_rate=(count_cum[i + 1] - count_cum[lo]) / (i + 1 - lo),
                 ttft_p95_s=recent[min(len(recent) - 1, int(0.95 * len(recent)))] + prefill_95,
                 count_history=count[: i + 1] if k >= lag else count[:0],
+                rejected_rate=(shed_cum[i + 1] - shed_cum[lo]) / (i + 1 - lo) / mean_cost,
             )
             new = max(0, int(scaler.decide(obs)))
             if new != desired:
@@ -286,6 +294,7 @@ def simulate(
             shed[k] = b - ready * timeout
             b = ready * timeout
         backlog[k] = b
+        shed_cum[k + 1] = shed_cum[k] + shed[k]
         wait_est[k] = b / ready if ready else (math.inf if b > 0 else 0.0)
         ready_at[k] = ready
         starting_at[k] = len(starting)

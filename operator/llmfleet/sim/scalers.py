@@ -20,7 +20,7 @@ import numpy as np
 
 from llmfleet.scaling import hpa
 from llmfleet.scaling.forecast import BurstConfig, Forecast, ForecastConfig, burst_factor, forecast
-from llmfleet.scaling.live import burst_config
+from llmfleet.scaling.live import FAIL_FAST_MARGINS, QUEUEING_MARGINS, burst_config
 from llmfleet.scaling.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from llmfleet.sim.fleet import FleetConfig, Observation
 from llmfleet.sim.traces import Trace
@@ -154,6 +154,7 @@ class PredictiveScaler(HPAScaler):
                 queue_per_replica=obs.queue_per_replica,
                 ttft_p95_s=obs.ttft_p95_s,
                 burst_factor=self.burst_factor(obs.count_history),
+                rejected_rps=obs.rejected_rate,
             )
             decision, self.policy_state = decide(self.policy, inp, self.policy_state)
             if decision.replicas != self.floor:
@@ -238,15 +239,25 @@ class ScalerSettings:
     target_queue_depth: float = 8.0
     hpa_metric: str = "waiting"
     inflight_target: float = 0.8  # inflight HPA: fraction of a replica's batch
-    headroom: float = 0.2
+    headroom: float = QUEUEING_MARGINS.headroom
     oracle_utilisation: float = 0.9
     oracle_smooth_s: int = 1
     min_replicas: int = 1
     max_replicas: int = 1000
     interval_s: int = 60
-    burst_quantile: float | None = 0.99  # None: no burst factor (linear headroom only)
+    burst_quantile: float | None = QUEUEING_MARGINS.burst_quantile  # None: no burst factor
     burst_step_s: int = 15  # the finest step a 15 s Prometheus scrape gives the live scaler
-    forecast_quantile: float = ForecastConfig().quantile  # the forecast's upper band
+    forecast_quantile: float = QUEUEING_MARGINS.band_quantile  # the forecast's upper band
+
+    @classmethod
+    def defaults(cls, config: FleetConfig) -> ScalerSettings:
+        """The live scaler's defaults for the fleet's data plane (failing fast or queueing)."""
+        margins = FAIL_FAST_MARGINS if config.fails_fast else QUEUEING_MARGINS
+        return cls(
+            headroom=margins.headroom,
+            burst_quantile=margins.burst_quantile,
+            forecast_quantile=margins.band_quantile,
+        )
 
 
 def make_scaler(

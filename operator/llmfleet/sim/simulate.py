@@ -19,7 +19,9 @@ from dataclasses import replace
 
 SCALERS = ("hpa", "hpa-inflight", "predictive", "oracle")
 ORACLE_UTILISATIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
-ORACLE_SMOOTHING_S = (30, 15, 5, 1)
+ORACLE_SMOOTHING_S = (60, 30, 15, 5, 1)
+# Failing fast, a shortage costs only its excess: the cheapest oracle may plan below the load.
+ORACLE_UTILISATIONS_FAIL_FAST = (1.1, 1.05, *ORACLE_UTILISATIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO (ms)")
     parser.add_argument("--goal", type=float, default=0.99, help="SLO attainment goal")
-    parser.add_argument("--headroom", type=float, default=0.2, help="predictive headroom")
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the balancer turns away requests that would wait longer (haproxy queueSeconds; 0 for nginx "
+        "at a concurrency cap); default: an unbounded FIFO queue",
+    )
+    parser.add_argument(
+        "--headroom",
+        type=float,
+        default=None,
+        help="predictive headroom (default: the operator's, 0.2, or 0 when the balancer fails fast)",
+    )
     parser.add_argument(
         "--target-queue-depth", type=float, default=8.0, help="HPA waiting requests per replica"
     )
@@ -93,7 +108,10 @@ def run_trace(
     from llmfleet.sim.traces import load_trace
 
     config = FleetConfig(
-        startup_delay_s=args.startup_delay, metric_lag_s=args.metric_lag, slo_ttft_s=args.slo_ms / 1000.0
+        startup_delay_s=args.startup_delay,
+        metric_lag_s=args.metric_lag,
+        slo_ttft_s=args.slo_ms / 1000.0,
+        queue_timeout_s=args.queue_timeout,
     )
     trace = load_trace(
         path,
@@ -104,9 +122,11 @@ def run_trace(
         burst_reference=args.servegen_bursts,
         cv_source=args.servegen_cv,
     )
-    settings = ScalerSettings(
+    defaults = ScalerSettings.defaults(config)
+    settings = replace(
+        defaults,
         target_queue_depth=args.target_queue_depth,
-        headroom=args.headroom,
+        headroom=defaults.headroom if args.headroom is None else args.headroom,
         inflight_target=args.inflight_target,
     )
     cache: dict[tuple[int, float, float], Forecast] = {}
@@ -115,7 +135,9 @@ def run_trace(
         if kind == "oracle":
             best: SimResult | None = None
             for smooth in ORACLE_SMOOTHING_S:
-                for utilisation in ORACLE_UTILISATIONS:
+                for utilisation in (
+                    ORACLE_UTILISATIONS_FAIL_FAST if config.fails_fast else ORACLE_UTILISATIONS
+                ):
                     oracle = replace(settings, oracle_utilisation=utilisation, oracle_smooth_s=smooth)
                     label = f"{trace.name} oracle {smooth}s@{utilisation:.0%}"
                     result = simulate(
@@ -152,14 +174,15 @@ def format_table(name: str, results: Sequence[object], goal: float) -> str:
     oracle = next((r for r in rows if r.scaler == "oracle"), None)
     lines = [
         f"{name}",
-        f"  {'scaler':<14}{'SLO attain':>11}{'goal':>6}{'GPU-h':>10}{'vs oracle':>11}{'TTFT p95 s':>12}{'events':>8}",
+        f"  {'scaler':<14}{'SLO attain':>11}{'goal':>6}{'GPU-h':>10}{'vs oracle':>11}{'TTFT p95 s':>12}{'events':>8}"
+        f"{'rejected':>10}",
     ]
     for r in rows:
         ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}x" if oracle and oracle.gpu_hours > 0 else "-"
         met = "yes" if r.slo_attainment >= goal else "no"
         lines.append(
             f"  {r.scaler:<14}{r.slo_attainment:>10.2%}{met:>7}{r.gpu_hours:>10.1f}{ratio:>11}"
-            f"{r.ttft_quantile(0.95):>12.2f}{r.scaling_events:>8d}"
+            f"{r.ttft_quantile(0.95):>12.2f}{r.scaling_events:>8d}{r.rejected_requests / max(r.requests, 1e-12):>10.2%}"
         )
     return "\n".join(lines)
 
