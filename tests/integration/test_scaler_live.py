@@ -181,6 +181,7 @@ def test_demand_is_read_at_a_balancer_that_fails_fast(tmp_path: Path) -> None:
     assert through_lb.request_rate is not None and through_lb.served_rate is not None
     assert through_lb.request_rate > 13.0  # what clients sent
     assert through_lb.served_rate < 9.0  # what two replicas of ~4 req/s could take
+    assert through_lb.rejected_rate is not None and through_lb.rejected_rate > 4.0  # its 503s
     assert engine_only.demand_source == "engine" and engine_only.request_rate is not None
     assert engine_only.request_rate < 9.0
     assert unscraped.demand_source == "engine"  # no haproxy series: the engines' counter, not nothing
