@@ -131,7 +131,7 @@ def closure(
 
 
 def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = FleetConfig(startup_delay_s=delay, queue_timeout_s=args.queue_timeout)
+    config = FleetConfig(startup_delay_s=delay, queue_timeout_s=args.queue_timeout, retries=args.retries)
     base = ScalerSettings()
     cache: dict[tuple[int, float, float], Forecast] = {}
     burst_cache: dict[tuple[int, float, float], float] = {}
@@ -292,6 +292,12 @@ def main() -> int:
         metavar="SECONDS",
         help="the balancer rejects requests that would wait longer (fail fast); default: unbounded FIFO queue",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=FleetConfig().retries,
+        help="with --queue-timeout: times a rejected client retries, 1 s apart (default %(default)s, as OpenAI's SDKs)",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
@@ -359,6 +365,7 @@ def main() -> int:
         "servegen_bursts": args.servegen_bursts,
         "servegen_cv": args.servegen_cv,
         "queue_timeout_s": args.queue_timeout,
+        "retries": args.retries if args.queue_timeout is not None else None,
         "default_headroom": args.default_predictive[0],
         "default_burst_quantile": args.default_predictive[1],
         "default_band_quantile": args.default_predictive[2],

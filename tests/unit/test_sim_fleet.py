@@ -69,7 +69,7 @@ def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() ->
     fifo_config = FleetConfig(initial_replicas=2, drain_s=60, warmup_s=0)
     fifo = simulate(trace, Fixed(2), fifo_config)
     watcher = Fixed(2)
-    fast = simulate(trace, watcher, replace(fifo_config, queue_timeout_s=0.5))
+    fast = simulate(trace, watcher, replace(fifo_config, queue_timeout_s=0.5, retries=0))
     total = trace.count.sum()
     served = float((fast.weight * (1 - fast.rejected)).sum())  # type: ignore[operator]
     assert served + fast.rejected_requests == pytest.approx(total)
@@ -89,6 +89,40 @@ def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() ->
     # FIFO: the backlog makes every request of the overload and its drain late.
     assert fifo.violated > 2 * fast.violated
     assert fifo.rejected_requests == 0.0
+
+
+def test_retries_of_rejected_requests_take_capacity_from_new_ones() -> None:
+    rates = np.concatenate([np.full(600, 5.0), np.full(600, 18.0), np.full(1200, 5.0)])
+    trace = synthetic(rates)
+    config = FleetConfig(initial_replicas=2, drain_s=60, warmup_s=0, queue_timeout_s=0.5)
+    once = simulate(trace, Fixed(2), replace(config, retries=0))
+    watcher = Fixed(2)
+    retried = simulate(trace, watcher, replace(config, retries=2, retry_delay_s=1))
+    total = trace.count.sum()
+    met = float((retried.weight * retried.slo_met).sum())
+    assert met + retried.violated == pytest.approx(total)  # each request counted once
+    # late retries take slots new requests needed: more new requests are turned away ...
+    assert retried.rejected_requests > 1.5 * once.rejected_requests
+    # ... but the retried ones add at most two attempts each
+    assert retried.count.sum() - total < 2 * retried.rejected_requests
+    assert retried.count.sum() > total
+    # the balancer counts the retries as requests received: the scalers see the inflated demand
+    during = next(o for o in watcher.seen if o.now == 1050)
+    assert during.request_rate > 20.0
+    assert all(o.request_rate == pytest.approx(5.0) for o in watcher.seen if 60 < o.now < 600)
+    # the vectorised plan path queues the same way
+    oracle = OracleScaler(trace, config, utilisation=1.3)
+    assert simulate(trace, oracle, config).rejected_requests > 0
+
+    class Loop:
+        name, period_s = "oracle", 15
+
+        def decide(self, obs: Observation) -> int:
+            return oracle.decide(obs)
+
+    fast_path, loop = simulate(trace, oracle, config), simulate(trace, Loop(), config)
+    assert fast_path.rejected_requests == pytest.approx(loop.rejected_requests)
+    assert fast_path.count == pytest.approx(loop.count)
 
 
 def test_ample_capacity_gives_prefill_only_ttft_and_full_attainment() -> None:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from llmfleet.sim.engine import EngineConfig
-from llmfleet.sim.queueing import outcomes, prefill_p95, queue
+from llmfleet.sim.queueing import Admission, outcomes, prefill_p95, queue
 
 if TYPE_CHECKING:
     from llmfleet.sim.traces import Trace
@@ -82,6 +82,8 @@ class FleetConfig:
     drain_s: int = 300
     warmup_s: int | None = None  # not scored; None: one startup delay, which no scaler can act within
     queue_timeout_s: float | None = None  # None: unbounded FIFO; else reject work waiting longer
+    retries: int = 2  # a rejected client's retries (only when the balancer rejects)
+    retry_delay_s: int = 1  # Retry-After
 
     @property
     def fails_fast(self) -> bool:
@@ -232,11 +234,11 @@ def simulate(
     count[: trace.seconds] = trace.count
     mean_cost = trace.mean_request_cost(cap)
     arrive = work.tolist()
-    count_cum = np.concatenate([[0.0], np.cumsum(count)]).tolist()
+    count_cum = [0.0] * (n + 1)
     backlog = [0.0] * n
-    shed = [0.0] * n
     shed_cum = [0.0] * (n + 1)
     timeout = config.queue_timeout_s
+    admission = None if timeout is None else Admission(n, timeout, config.retries, config.retry_delay_s)
     wait_est = [0.0] * n
     ready_at = [0] * n
     busy = [0.0] * n
@@ -251,6 +253,9 @@ def simulate(
     report_every = max(1, n // 100)
     b = 0.0
     for k in range(n):
+        if admission is not None:  # retries due now count as requests the balancer receives
+            count[k] += sum(attempt[k] for attempt in admission.pending) / mean_cost
+        count_cum[k + 1] = count_cum[k] + count[k]
         if k % period == 0:
             i = max(0, k - lag)
             lo = max(0, i + 1 - window)
@@ -284,17 +289,19 @@ def simulate(
         while starting and starting[0] <= k:
             starting.popleft()
             ready += 1
-        offered = b + arrive[k]
+        if admission is None:
+            offered = b + arrive[k]
+            b = offered - ready
+            if b < 0.0:
+                b = 0.0
+        else:
+            offered = b
+            b = admission.step(k, b, arrive[k], ready)
+            offered += admission.incoming[k]
+            shed_cum[k + 1] = shed_cum[k] + admission.shed[k]
         if ready:
             busy[k] = 1.0 if offered >= ready else offered / ready
-        b = offered - ready
-        if b < 0.0:
-            b = 0.0
-        if timeout is not None and b > ready * timeout:
-            shed[k] = b - ready * timeout
-            b = ready * timeout
         backlog[k] = b
-        shed_cum[k + 1] = shed_cum[k] + shed[k]
         wait_est[k] = b / ready if ready else (math.inf if b > 0 else 0.0)
         ready_at[k] = ready
         starting_at[k] = len(starting)
@@ -306,29 +313,37 @@ def simulate(
         trace,
         scaler.name,
         config,
-        work,
         count,
-        (np.asarray(backlog), np.asarray(shed)),
+        _queued(np.asarray(backlog), work, admission),
         ready_at,
         starting_at,
         events,
     )
 
 
+def _queued(
+    backlog: np.ndarray, work: np.ndarray, admission: Admission | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if admission is None:
+        return backlog, np.zeros_like(work), work
+    return backlog, np.asarray(admission.rejected), np.asarray(admission.incoming)
+
+
 def _result(
     trace: Trace,
     name: str,
     config: FleetConfig,
-    work: np.ndarray,
     count: np.ndarray,
-    queued: tuple[np.ndarray, np.ndarray],
+    queued: tuple[np.ndarray, np.ndarray, np.ndarray],
     ready: list[int] | np.ndarray,
     starting: list[int] | np.ndarray,
     events: list[tuple[int, int]],
 ) -> SimResult:
     ready_arr = np.asarray(ready, dtype=np.int32)
-    backlog, shed = queued
-    ttft, latency, met, rejected = outcomes(trace, config, work, backlog, shed, ready_arr.astype(float))
+    backlog, rejected_share, incoming = queued
+    ttft, latency, met, rejected = outcomes(
+        trace, config, incoming, backlog, rejected_share, ready_arr.astype(float)
+    )
     return SimResult(
         scaler=name,
         ttft_s=ttft,
@@ -389,5 +404,6 @@ def simulate_plan(trace: Trace, name: str, plan: np.ndarray, period_s: int, conf
     initial = initial_replicas(trace, config)
     ready_s = initial + np.cumsum(ready_diff)[:n]
     starting_s = np.cumsum(start_diff)[:n]
-    queued = queue(work, ready_s.astype(float), config.queue_timeout_s)
-    return _result(trace, name, config, work, count, queued, ready_s, starting_s, events)
+    queued = queue(work, ready_s.astype(float), config.queue_timeout_s, config.retries, config.retry_delay_s)
+    count = count + (queued[2] - work) / trace.mean_request_cost(config.capacity)  # retries, as received
+    return _result(trace, name, config, count, queued, ready_s, starting_s, events)

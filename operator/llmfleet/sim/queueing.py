@@ -14,7 +14,10 @@ Two queue disciplines, as the data plane offers them:
   away with HTTP 503 (haproxy's ``timeout queue``, ``loadBalancer.timeouts.queueSeconds``, with
   ``maxConcurrencyPerReplica`` at the batch size). The queue never holds more than ``T``
   seconds of work, so a shortage of ``x``% costs about ``x``% of the requests, not all of them.
-  Rejected requests count as SLO violations; clients' retries are not modelled.
+  A rejected request counts as an SLO violation, and its client retries ``retries`` times,
+  ``retry_delay_s`` apart (the balancer answers ``Retry-After: 1``; OpenAI's SDKs retry a 503
+  twice by default). A retry that gets through is still late, so it only adds load: it takes
+  capacity from the requests arriving with it, and the balancer counts it as demand.
 """
 
 from __future__ import annotations
@@ -28,24 +31,58 @@ if TYPE_CHECKING:
     from llmfleet.sim.traces import Trace
 
 
-def queue(work: np.ndarray, ready: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Backlog (replica-seconds waiting at the end of each second) and the work rejected in each
-    second, for ``work`` arriving and ``ready`` replicas serving one replica-second per second."""
+class Admission:
+    """The balancer's decision, one second at a time: what it admits, what it turns away, and
+    the retries that come back. For the simulator's loop and for :func:`queue`."""
+
+    def __init__(self, n: int, timeout_s: float, retries: int = 0, retry_delay_s: int = 1) -> None:
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.delay = max(1, retry_delay_s)
+        size = n + self.delay * (retries + 1) + 1
+        self.pending = [[0.0] * size for _ in range(retries)]  # [attempt - 1][second]: work retried
+        self.incoming = [0.0] * n  # work arriving, retries included
+        self.shed = [0.0] * n  # work turned away
+        self.rejected = [0.0] * n  # share of each second's arrivals turned away
+
+    def step(self, k: int, backlog: float, new_work: float, ready: int | float) -> float:
+        """Second ``k``: ``new_work`` arrives at ``ready`` replicas; returns the new backlog."""
+        retried = [attempt[k] for attempt in self.pending]
+        incoming = new_work + sum(retried)
+        self.incoming[k] = incoming
+        b = backlog + incoming - ready
+        if b < 0.0:
+            b = 0.0
+        limit = ready * self.timeout_s
+        if b > limit:
+            self.shed[k] = b - limit
+            b = limit
+            share = min(1.0, self.shed[k] / incoming) if incoming > 0 else 0.0
+            self.rejected[k] = share
+            for attempt in range(self.retries):  # the last attempt's rejections give up
+                source = new_work if attempt == 0 else retried[attempt - 1]
+                self.pending[attempt][k + self.delay] += share * source
+        return b
+
+
+def queue(
+    work: np.ndarray, ready: np.ndarray, timeout_s: float | None, retries: int = 0, retry_delay_s: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backlog (replica-seconds waiting at the end of each second), the share of each second's
+    arrivals turned away, and the work arriving (retries included), for ``work`` arriving new
+    and ``ready`` replicas serving one replica-second per second."""
     if timeout_s is None:
         # Lindley vectorised: backlog_k = S_k - min(0, min_{j<=k} S_j), S the cumulative net work.
         cumulative = np.cumsum(work - ready)
-        return cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0), np.zeros_like(work)
-    backlog = [0.0] * work.size
-    shed = [0.0] * work.size
+        backlog = cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0)
+        return backlog, np.zeros_like(work), work
+    admission = Admission(work.size, timeout_s, retries, retry_delay_s)
+    backlog_s = [0.0] * work.size
     b = 0.0
     for k, (arrived, replicas) in enumerate(zip(work.tolist(), ready.tolist(), strict=True)):
-        b = max(0.0, b + arrived - replicas)
-        limit = replicas * timeout_s
-        if b > limit:
-            shed[k] = b - limit
-            b = limit
-        backlog[k] = b
-    return np.asarray(backlog), np.asarray(shed)
+        b = admission.step(k, b, arrived, replicas)
+        backlog_s[k] = b
+    return np.asarray(backlog_s), np.asarray(admission.rejected), np.asarray(admission.incoming)
 
 
 def prefill_p95(trace: Trace, cap: CapacityModel) -> float:
@@ -58,11 +95,12 @@ def outcomes(
     config: FleetConfig,
     work: np.ndarray,
     backlog: np.ndarray,
-    shed: np.ndarray,
+    rejected_share: np.ndarray,
     capacity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-group TTFT and latency of the admitted requests, SLO-met fraction (rejected requests
-    included, as violations) and rejected fraction, from the FIFO fluid queue."""
+    included, as violations) and rejected fraction, from the FIFO fluid queue. ``work`` is what
+    arrived each second, retries included; ``rejected_share`` the share of it turned away."""
     cap = config.capacity
     n = capacity.size
     ccum = np.concatenate([[0.0], np.cumsum(capacity)])
@@ -81,8 +119,9 @@ def outcomes(
     else:
         before = work[sec] / 2
     ahead = np.maximum(prev_backlog[sec] + before - capacity[sec] * frac, 0.0)
-    # Rejected share of each second's arrivals; the admitted ones wait at most the timeout.
-    rejected = np.divide(shed, work, out=np.zeros_like(shed), where=work > 0)[sec]
+    # A request turned away on its first attempt is late whatever its retries get; the admitted
+    # ones wait at most the timeout.
+    rejected = rejected_share[sec]
     if config.queue_timeout_s is not None:
         ahead = np.minimum(ahead, capacity[sec] * config.queue_timeout_s)
     start = ccum[sec] + capacity[sec] * frac

@@ -25,6 +25,7 @@ ORACLE_UTILISATIONS_FAIL_FAST = (1.1, 1.05, *ORACLE_UTILISATIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from llmfleet.sim.fleet import FleetConfig
     from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES
 
     parser.add_argument("--trace", required=True, help="Azure CSV, ServeGen folder, or a folder of them")
@@ -46,10 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at a concurrency cap); default: an unbounded FIFO queue",
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=FleetConfig().retries,
+        help="with --queue-timeout: times a rejected client retries, 1 s apart (2: as OpenAI's SDKs)",
+    )
+    parser.add_argument(
         "--headroom",
         type=float,
         default=None,
-        help="predictive headroom (default: the operator's, 0.2, or 0 when the balancer fails fast)",
+        help="predictive headroom; unset: the operator's, 0.2, or 0 when the balancer fails fast",
     )
     parser.add_argument(
         "--target-queue-depth", type=float, default=8.0, help="HPA waiting requests per replica"
@@ -112,6 +119,7 @@ def run_trace(
         metric_lag_s=args.metric_lag,
         slo_ttft_s=args.slo_ms / 1000.0,
         queue_timeout_s=args.queue_timeout,
+        retries=args.retries,
     )
     trace = load_trace(
         path,
