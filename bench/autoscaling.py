@@ -48,7 +48,9 @@ TRACES = {
     "azure-conv": "azure-llm-2023/AzureLLMInferenceTrace_conv.csv",
 }
 HPA_TARGETS = (1.0, 8.0)
-INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 1.0)
+INFLIGHT_TARGETS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 1.0)
+# Sensitivity, when the balancer holds the queue: an in-flight HPA that also saw it.
+INFLIGHT_LB_TARGETS = (0.88, 0.9, 0.91, 0.92, 0.93, 0.94)
 # (headroom, burst quantile, forecast band quantile): the predictive sweep; the default is the
 # API's headroom 0.2 with the live scaler's default burst quantile 0.99 and band quantile 0.9.
 PREDICTIVE = (
@@ -144,6 +146,7 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     sweeps: dict[str, list[dict[str, Any]]] = {
         "hpa": [],
         "hpa-inflight": [],
+        "hpa-inflight-lb": [],
         "predictive": [],
         "predictive-inflight": [],
         "oracle": [],
@@ -157,6 +160,9 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
     for frac in args.inflight_targets:
         result = run("hpa-inflight", replace(base, inflight_target=frac), f"hpa-inflight {frac}")
         sweeps["hpa-inflight"].append(point(result, frac))
+    for frac in INFLIGHT_LB_TARGETS if config.queue_timeout_s is not None else ():
+        result = run("hpa-inflight-lb", replace(base, inflight_target=frac), f"hpa-inflight-lb {frac}")
+        sweeps["hpa-inflight-lb"].append(point(result, frac))
     for headroom, quantile, band in args.headrooms:
         settings = replace(base, headroom=headroom, burst_quantile=quantile, forecast_quantile=band)
         result = run("predictive", settings, f"predictive h={headroom} q={quantile} band={band}")
@@ -197,6 +203,10 @@ def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, An
         "oracle_gpu_hours": best["oracle"] and best["oracle"]["gpu_hours"],
         "hpa_gpu_hours": best["hpa"] and best["hpa"]["gpu_hours"],
         "hpa_inflight_gpu_hours": best["hpa-inflight"] and best["hpa-inflight"]["gpu_hours"],
+        "hpa_inflight_lb_gpu_hours": best["hpa-inflight-lb"] and best["hpa-inflight-lb"]["gpu_hours"],
+        "gap_closure_tuned_vs_hpa_inflight_lb": closure(
+            best["hpa-inflight-lb"], best["predictive"], best["oracle"]
+        ),
         "predictive_tuned": best["predictive"],
         "predictive_default": default,
         "gap_closure_tuned_vs_hpa": closure(best["hpa"], best["predictive"], best["oracle"]),
@@ -235,6 +245,7 @@ def plot(cases: list[dict[str, Any]], goal: float, path: str) -> None:
     styles = {
         "hpa": "s-",
         "hpa-inflight": "^-",
+        "hpa-inflight-lb": "^:",
         "predictive": "o-",
         "predictive-inflight": "v-",
         "oracle": "*",

@@ -86,6 +86,10 @@ def test_failing_fast_turns_away_the_excess_instead_of_making_everyone_late() ->
     assert during.rejected_rate == pytest.approx(18 - capacity_rps, rel=0.05)
     assert during.request_rate == pytest.approx(18.0)
     assert all(o.rejected_rate == 0.0 for o in watcher.seen if o.now < 600)
+    # the balancer holds the queue (each replica capped at its batch): the engines' gauges, all an
+    # HPA gets, show a full batch and nothing waiting
+    assert during.queue_per_replica == 0.0 and during.balancer_queue_per_replica > 0.0
+    assert during.inflight_per_replica == pytest.approx(CAP.batch_limit(1200))
     # FIFO: the backlog makes every request of the overload and its drain late.
     assert fifo.violated > 2 * fast.violated
     assert fifo.rejected_requests == 0.0

@@ -99,12 +99,15 @@ class Observation:
     desired: int
     ready: int
     starting: int
-    queue_per_replica: float
-    inflight_per_replica: float  # running + waiting: the batch fills with utilisation
+    queue_per_replica: float  # waiting in the engines (all of the queue, unless the balancer holds it)
+    inflight_per_replica: float  # engines' running + waiting: the batch fills with utilisation
     request_rate: float
     ttft_p95_s: float
     count_history: np.ndarray  # requests per second up to now - lag (a view)
     rejected_rate: float = 0.0  # requests/s the balancer turned away over the rate window
+    # Waiting in the balancer: with a queue timeout, the balancer caps each replica at its batch
+    # and holds the queue itself, where the engines' gauges (and an HPA on them) cannot see it.
+    balancer_queue_per_replica: float = 0.0
 
 
 class Scaler(Protocol):
@@ -260,7 +263,8 @@ def simulate(
             i = max(0, k - lag)
             lo = max(0, i + 1 - window)
             recent = sorted(wait_est[lo : i + 1])
-            queue = backlog[i] / mean_cost / max(ready_at[i], 1)
+            queued = backlog[i] / mean_cost / max(ready_at[i], 1)
+            queue, held = (queued, 0.0) if admission is None else (0.0, queued)
             obs = Observation(
                 now=k,
                 desired=desired,
@@ -272,6 +276,7 @@ def simulate(
                 ttft_p95_s=recent[min(len(recent) - 1, int(0.95 * len(recent)))] + prefill_95,
                 count_history=count[: i + 1] if k >= lag else count[:0],
                 rejected_rate=(shed_cum[i + 1] - shed_cum[lo]) / (i + 1 - lo) / mean_cost,
+                balancer_queue_per_replica=held,
             )
             new = max(0, int(scaler.decide(obs)))
             if new != desired:

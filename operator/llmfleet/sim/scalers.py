@@ -28,12 +28,14 @@ from llmfleet.sim.traces import Trace
 
 class HPAScaler:
     """``metric="waiting"`` is the HPA the operator renders; ``"inflight"`` (running + waiting per
-    pod, a concurrency target) is the stronger reactive baseline KServe/KEDA setups use."""
+    pod, a concurrency target) is the stronger reactive baseline KServe/KEDA setups use. Both
+    read the engines' gauges, as prometheus-adapter serves them; ``"inflight-lb"`` adds the
+    requests waiting in the balancer, which no shipped metric gives the HPA (a sensitivity)."""
 
     name = "hpa"
 
     def __init__(self, spec: hpa.HPASpec, metric: str = "waiting") -> None:
-        if metric not in ("waiting", "inflight"):
+        if metric not in ("waiting", "inflight", "inflight-lb"):
             raise ValueError(f"unknown HPA metric {metric!r}")
         self.spec = spec
         self.metric = metric
@@ -44,7 +46,11 @@ class HPAScaler:
         return self._hpa(obs, self.spec)
 
     def _hpa(self, obs: Observation, spec: hpa.HPASpec) -> int:
-        per_pod = obs.inflight_per_replica if self.metric == "inflight" else obs.queue_per_replica
+        per_pod = {
+            "waiting": obs.queue_per_replica,
+            "inflight": obs.inflight_per_replica,
+            "inflight-lb": obs.inflight_per_replica + obs.balancer_queue_per_replica,
+        }[self.metric]
         pods = hpa.PodMetrics(total=per_pod * obs.ready, reporting=obs.ready, missing=obs.starting)
         decision = hpa.step(spec, self.state, float(obs.now), obs.desired, pods)
         self.state = decision.state
@@ -268,17 +274,17 @@ def make_scaler(
     cache: dict[tuple[int, float, float], Forecast] | None = None,
     burst_cache: dict[tuple[int, float, float], float] | None = None,
 ) -> HPAScaler | OracleScaler:
-    """A fresh scaler of ``kind`` (hpa | hpa-inflight | predictive | oracle) for ``trace``."""
+    """A fresh scaler of ``kind`` (hpa | hpa-inflight | hpa-inflight-lb | predictive | oracle) for ``trace``."""
     s = settings or ScalerSettings()
     spec = hpa.HPASpec.from_llmservice(
         min_replicas=s.min_replicas, max_replicas=s.max_replicas, target_queue_depth=s.target_queue_depth
     )
     if kind == "hpa":
         return HPAScaler(spec, s.hpa_metric)
-    if kind == "hpa-inflight":
+    if kind in ("hpa-inflight", "hpa-inflight-lb"):
         batch = config.capacity.batch_limit(trace.mean_tokens_per_sequence())
-        scaler = HPAScaler(replace(spec, target_average_value=s.inflight_target * batch), "inflight")
-        scaler.name = "hpa-inflight"
+        scaler = HPAScaler(replace(spec, target_average_value=s.inflight_target * batch), kind[4:])
+        scaler.name = kind
         return scaler
     if kind in ("predictive", "predictive-inflight"):
         policy = PolicyConfig(
