@@ -400,15 +400,17 @@ def markdown(result: dict[str, Any]) -> str:
         "| trace | startup | oracle | HPA queue depth | HPA in-flight | predictive tuned (headroom) "
         "| predictive default | gap closed at 99%: tuned / default | predictive + in-flight HPA "
         "| common level | GPU-h there: HPA in-flight / predictive / oracle | gap closed there "
-        "| minute-rate oracle | tuned's share of the forecastable gap | present-knowledge reference (gap closed) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| minute-rate oracle | tuned's share of the forecastable gap | present-knowledge reference (gap closed) "
+        "| HPA in-flight + balancer queue (tuned's gap closed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in result["cases"]:
         best, s = case["best"], case["summary"]
         common = closure_at_common_level(case, result["goal"])
         tuned = best["predictive"]
         tuned_txt = (
-            f"{gpu(tuned)} (h={tuned['setting']:g}, q={tuned.get('burst_quantile', '-')})"
+            f"{gpu(tuned)} (h={tuned['setting']:g}, burst q={tuned.get('burst_quantile', '-')}, "
+            f"band {tuned.get('forecast_quantile', 0.9):g})"
             if tuned
             else "never"
         )
@@ -422,7 +424,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {pct(s['gap_closure_tuned_vs_hpa_inflight'])} / {pct(s['gap_closure_default_vs_hpa_inflight'])} "
             f"| {gpu(best['predictive-inflight'])} | {common['level']:.2%} | {there} | {pct(common['gap_closure'])} "
             f"| {gpu(best.get('oracle-minute'))} | {pct(s.get('gap_closure_tuned_vs_minute_oracle'))} "
-            f"| {gpu(best.get('present'))} ({pct(s.get('gap_closure_present_vs_hpa_inflight'))}) |"
+            f"| {gpu(best.get('present'))} ({pct(s.get('gap_closure_present_vs_hpa_inflight'))}) "
+            f"| {gpu(best.get('hpa-inflight-lb')) if case['sweeps'].get('hpa-inflight-lb') else '-'} "
+            f"({pct(s.get('gap_closure_tuned_vs_hpa_inflight_lb'))}) |"
         )
     return "\n".join(rows)
 

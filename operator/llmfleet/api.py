@@ -11,6 +11,7 @@ validation never disagree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from llmfleet.quantity import QUANTITY_PATTERN, parse_quantity
+from llmfleet.scaling.hpa import TOLERANCE as HPA_TOLERANCE
 
 CEL_KEY = "x-kubernetes-validations"
 
@@ -666,6 +668,14 @@ class LLMServiceSpec(ApiModel):
         if kind == EngineKind.LLAMACPP and scheme in ("pvc", "s3") and not self.model.uri.endswith(".gguf"):
             problems.append(
                 "engine llamacpp loads one GGUF file: a pvc:// or s3:// model.uri must end in .gguf"
+            )
+        in_flight, cap = self.autoscaling.target_in_flight_per_replica, self.concurrency_cap()
+        if in_flight is not None and cap is not None and in_flight * (1 + HPA_TOLERANCE) > cap:
+            problems.append(
+                f"autoscaling.targetInFlightPerReplica {in_flight} is too close to the concurrency cap {cap} "
+                "(loadBalancer.maxConcurrencyPerReplica or engine.tuning.maxConcurrentSequences): in flight "
+                "per replica never exceeds the cap, and the HPA scales up only above 110% of its target; "
+                f"use at most {math.floor(cap / (1 + HPA_TOLERANCE))}"
             )
         if self.autoscaling.predictive.enabled and self.replicas.upper == self.replicas.min:
             problems.append(

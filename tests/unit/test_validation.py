@@ -36,6 +36,16 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "remove model.cache",
     ),
     (
+        "in-flight-target-at-the-cap",
+        minimal(
+            "vllm",
+            loadBalancer={"maxConcurrencyPerReplica": 64},
+            autoscaling={"targetInFlightPerReplica": 60},
+        ),
+        "spec",
+        "too close to the concurrency cap 64",
+    ),
+    (
         "min-above-max",
         minimal("vllm", replicas={"min": 3, "max": 2}),
         "spec.replicas",
