@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +168,10 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             cache["passwordSecretRef"] = {"name": "redis-pass"}
     autoscaling: dict[str, Any] = {"targetQueueDepth": draw(st.integers(1, 64))}
-    if draw(st.booleans()):
-        autoscaling["targetInFlightPerReplica"] = draw(st.integers(1, 512))
+    cap = lb.get("maxConcurrencyPerReplica") or tuning.get("maxConcurrentSequences")
+    most = 512 if cap is None else math.floor(cap / 1.1)  # the HPA must be able to exceed it
+    if most >= 1 and draw(st.booleans()):
+        autoscaling["targetInFlightPerReplica"] = draw(st.integers(1, most))
     if high > low and draw(st.booleans()):
         autoscaling["predictive"] = {
             "enabled": True,

@@ -671,11 +671,12 @@ class LLMServiceSpec(ApiModel):
             )
         in_flight, cap = self.autoscaling.target_in_flight_per_replica, self.concurrency_cap()
         if in_flight is not None and cap is not None and in_flight * (1 + HPA_TOLERANCE) > cap:
+            most = math.floor(cap / (1 + HPA_TOLERANCE))
             problems.append(
                 f"autoscaling.targetInFlightPerReplica {in_flight} is too close to the concurrency cap {cap} "
                 "(loadBalancer.maxConcurrencyPerReplica or engine.tuning.maxConcurrentSequences): in flight "
-                "per replica never exceeds the cap, and the HPA scales up only above 110% of its target; "
-                f"use at most {math.floor(cap / (1 + HPA_TOLERANCE))}"
+                "per replica never exceeds the cap, and the HPA scales up only above 110% of its target, "
+                + (f"so use at most {most}" if most >= 1 else "so remove the target or raise the cap")
             )
         if self.autoscaling.predictive.enabled and self.replicas.upper == self.replicas.min:
             problems.append(
