@@ -133,7 +133,12 @@ def closure(
 
 
 def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = FleetConfig(startup_delay_s=delay, queue_timeout_s=args.queue_timeout, retries=args.retries)
+    config = FleetConfig(
+        startup_delay_s=delay,
+        queue_timeout_s=args.queue_timeout,
+        retries=args.retries,
+        retries_last=args.retry_order == "last",
+    )
     base = ScalerSettings()
     cache: dict[tuple[int, float, float], Forecast] = {}
     burst_cache: dict[tuple[int, float, float], float] = {}
@@ -309,6 +314,13 @@ def main() -> int:
         default=FleetConfig().retries,
         help="with --queue-timeout: times a rejected client retries, 1 s apart (default %(default)s, as OpenAI's SDKs)",
     )
+    parser.add_argument(
+        "--retry-order",
+        choices=("last", "fifo"),
+        default="last",
+        help="last: the balancer queues retries behind first attempts (the rendered haproxy, for clients "
+        "that send x-stainless-retry-count, as OpenAI's SDKs do); fifo: retries queue like new requests",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()
@@ -377,6 +389,7 @@ def main() -> int:
         "servegen_cv": args.servegen_cv,
         "queue_timeout_s": args.queue_timeout,
         "retries": args.retries if args.queue_timeout is not None else None,
+        "retry_order": args.retry_order if args.queue_timeout is not None else None,
         "default_headroom": args.default_predictive[0],
         "default_burst_quantile": args.default_predictive[1],
         "default_band_quantile": args.default_predictive[2],

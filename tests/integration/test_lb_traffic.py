@@ -601,6 +601,31 @@ async def test_haproxy_queue_timeout_answers_503_with_retry_after(
     assert all(o.total < 3.0 for o in timed_out), [o.total for o in timed_out]
 
 
+async def test_haproxy_serves_first_attempts_before_retries(fleet: list[Backend], tmp_path: Path) -> None:
+    """A retry (``x-stainless-retry-count`` > 0, as OpenAI's SDKs send it) that waits for a busy
+    replica is served after a first attempt that arrived later: when the fleet is saturated the
+    retry is late anyway, the first attempt can still meet its TTFT SLO."""
+    wait_idle(fleet[:1])
+    spec = service_spec("haproxy", "least-conn", maxConcurrencyPerReplica=1, timeouts={"queueSeconds": 10})
+    with load_balancer(tmp_path, spec, fleet[:1]) as lb:
+        async with llmclient.session() as client:
+            holder = asyncio.create_task(llmclient.stream_completion(client, lb.url, 50))  # 2 s
+            await asyncio.sleep(0.5)
+            retry = asyncio.create_task(
+                llmclient.stream_completion(client, lb.url, 5, headers={"X-Stainless-Retry-Count": "1"})
+            )
+            await asyncio.sleep(0.3)  # the retry is queued first
+            first = asyncio.create_task(
+                llmclient.stream_completion(client, lb.url, 5, headers={"X-Stainless-Retry-Count": "0"})
+            )
+            outcomes = await asyncio.gather(holder, retry, first)
+    assert all(o.ok for o in outcomes), outcomes
+    _, late, early = outcomes
+    assert late.ttft is not None and early.ttft is not None
+    # the first attempt got the slot when the holder finished; the retry only after it
+    assert early.started + early.ttft < late.started + late.ttft, (early, late)
+
+
 async def test_haproxy_cap_holds_for_requests_arriving_together(fleet: list[Backend], tmp_path: Path) -> None:
     """Two requests at once, two backends at ``maxConcurrencyPerReplica: 1``: one each, every time.
 

@@ -358,7 +358,15 @@ STRATEGY_TABLE: list[tuple[str, dict[str, Any], list[str]]] = [
         {"engine": "haproxy", "rateLimit": {"requestsPerSecond": 50, "burst": 10}},
         ["http-request track-sc0 src", "deny_status 429"],
     ),
-    ("haproxy-retries", {"engine": "haproxy"}, ["retry-on conn-failure", "retries 3"]),
+    (
+        "haproxy-retries",
+        {"engine": "haproxy"},
+        [
+            "retry-on conn-failure",
+            "retries 3",
+            "http-request set-priority-class int(1) if { req.hdr_val(x-stainless-retry-count) gt 0 }",
+        ],
+    ),
 ]
 
 

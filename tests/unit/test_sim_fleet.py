@@ -101,7 +101,7 @@ def test_retries_of_rejected_requests_take_capacity_from_new_ones() -> None:
     config = FleetConfig(initial_replicas=2, drain_s=60, warmup_s=0, queue_timeout_s=0.5)
     once = simulate(trace, Fixed(2), replace(config, retries=0))
     watcher = Fixed(2)
-    retried = simulate(trace, watcher, replace(config, retries=2, retry_delay_s=1))
+    retried = simulate(trace, watcher, replace(config, retries=2, retry_delay_s=1, retries_last=False))
     total = trace.count.sum()
     met = float((retried.weight * retried.slo_met).sum())
     assert met + retried.violated == pytest.approx(total)  # each request counted once
@@ -114,7 +114,12 @@ def test_retries_of_rejected_requests_take_capacity_from_new_ones() -> None:
     during = next(o for o in watcher.seen if o.now == 1050)
     assert during.request_rate > 20.0
     assert all(o.request_rate == pytest.approx(5.0) for o in watcher.seen if 60 < o.now < 600)
+    # queued behind first attempts, retries only take capacity no new request wants
+    behind = simulate(trace, Fixed(2), replace(config, retries=2, retries_last=True))
+    assert behind.rejected_requests == pytest.approx(once.rejected_requests, rel=0.02)
+    assert behind.count.sum() > total  # they are still sent, and counted by the balancer
     # the vectorised plan path queues the same way
+    config = replace(config, retries_last=False)
     oracle = OracleScaler(trace, config, utilisation=1.3)
     assert simulate(trace, oracle, config).rejected_requests > 0
 

@@ -84,6 +84,7 @@ class FleetConfig:
     queue_timeout_s: float | None = None  # None: unbounded FIFO; else reject work waiting longer
     retries: int = 2  # a rejected client's retries (only when the balancer rejects)
     retry_delay_s: int = 1  # Retry-After
+    retries_last: bool = True  # the balancer queues retries behind first attempts (haproxy, as rendered)
 
     @property
     def fails_fast(self) -> bool:
@@ -241,7 +242,11 @@ def simulate(
     backlog = [0.0] * n
     shed_cum = [0.0] * (n + 1)
     timeout = config.queue_timeout_s
-    admission = None if timeout is None else Admission(n, timeout, config.retries, config.retry_delay_s)
+    admission = (
+        None
+        if timeout is None
+        else Admission(n, timeout, config.retries, config.retry_delay_s, config.retries_last)
+    )
     wait_est = [0.0] * n
     ready_at = [0] * n
     busy = [0.0] * n
@@ -409,6 +414,13 @@ def simulate_plan(trace: Trace, name: str, plan: np.ndarray, period_s: int, conf
     initial = initial_replicas(trace, config)
     ready_s = initial + np.cumsum(ready_diff)[:n]
     starting_s = np.cumsum(start_diff)[:n]
-    queued = queue(work, ready_s.astype(float), config.queue_timeout_s, config.retries, config.retry_delay_s)
+    queued = queue(
+        work,
+        ready_s.astype(float),
+        config.queue_timeout_s,
+        config.retries,
+        config.retry_delay_s,
+        config.retries_last,
+    )
     count = count + (queued[2] - work) / trace.mean_request_cost(config.capacity)  # retries, as received
     return _result(trace, name, config, count, queued, ready_s, starting_s, events)

@@ -17,7 +17,10 @@ Two queue disciplines, as the data plane offers them:
   A rejected request counts as an SLO violation, and its client retries ``retries`` times,
   ``retry_delay_s`` apart (the balancer answers ``Retry-After: 1``; OpenAI's SDKs retry a 503
   twice by default). A retry that gets through is still late, so it only adds load: it takes
-  capacity from the requests arriving with it, and the balancer counts it as demand.
+  capacity from the requests arriving with it, and the balancer counts it as demand. With
+  ``retries_last`` the balancer queues retries behind first attempts (haproxy's
+  ``set-priority-class`` on the ``x-stainless-retry-count`` header those SDKs send), so a
+  retry only takes capacity that no new request wants, and is the first to be turned away.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ class Admission:
     """The balancer's decision, one second at a time: what it admits, what it turns away, and
     the retries that come back. For the simulator's loop and for :func:`queue`."""
 
-    def __init__(self, n: int, timeout_s: float, retries: int = 0, retry_delay_s: int = 1) -> None:
+    def __init__(
+        self, n: int, timeout_s: float, retries: int = 0, retry_delay_s: int = 1, retries_last: bool = False
+    ) -> None:
         self.timeout_s = timeout_s
         self.retries = retries
+        self.retries_last = retries_last
         self.delay = max(1, retry_delay_s)
         size = n + self.delay * (retries + 1) + 1
         self.pending = [[0.0] * size for _ in range(retries)]  # [attempt - 1][second]: work retried
@@ -48,25 +54,35 @@ class Admission:
     def step(self, k: int, backlog: float, new_work: float, ready: int | float) -> float:
         """Second ``k``: ``new_work`` arrives at ``ready`` replicas; returns the new backlog."""
         retried = [attempt[k] for attempt in self.pending]
-        incoming = new_work + sum(retried)
+        retry_work = sum(retried)
+        incoming = new_work + retry_work
         self.incoming[k] = incoming
         b = backlog + incoming - ready
         if b < 0.0:
             b = 0.0
         limit = ready * self.timeout_s
         if b > limit:
-            self.shed[k] = b - limit
+            shed = self.shed[k] = b - limit
             b = limit
-            share = min(1.0, self.shed[k] / incoming) if incoming > 0 else 0.0
-            self.rejected[k] = share
+            if self.retries_last:  # retries go first, then new requests
+                retry_share = min(1.0, shed / retry_work) if retry_work > 0 else 0.0
+                new_share = min(1.0, (shed - min(shed, retry_work)) / new_work) if new_work > 0 else 0.0
+            else:
+                retry_share = new_share = min(1.0, shed / incoming) if incoming > 0 else 0.0
+            self.rejected[k] = new_share
             for attempt in range(self.retries):  # the last attempt's rejections give up
-                source = new_work if attempt == 0 else retried[attempt - 1]
-                self.pending[attempt][k + self.delay] += share * source
+                source = new_work * new_share if attempt == 0 else retried[attempt - 1] * retry_share
+                self.pending[attempt][k + self.delay] += source
         return b
 
 
 def queue(
-    work: np.ndarray, ready: np.ndarray, timeout_s: float | None, retries: int = 0, retry_delay_s: int = 1
+    work: np.ndarray,
+    ready: np.ndarray,
+    timeout_s: float | None,
+    retries: int = 0,
+    retry_delay_s: int = 1,
+    retries_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backlog (replica-seconds waiting at the end of each second), the share of each second's
     arrivals turned away, and the work arriving (retries included), for ``work`` arriving new
@@ -76,7 +92,7 @@ def queue(
         cumulative = np.cumsum(work - ready)
         backlog = cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0)
         return backlog, np.zeros_like(work), work
-    admission = Admission(work.size, timeout_s, retries, retry_delay_s)
+    admission = Admission(work.size, timeout_s, retries, retry_delay_s, retries_last)
     backlog_s = [0.0] * work.size
     b = 0.0
     for k, (arrived, replicas) in enumerate(zip(work.tolist(), ready.tolist(), strict=True)):

@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --queue-timeout: times a rejected client retries, 1 s apart (2: as OpenAI's SDKs)",
     )
     parser.add_argument(
+        "--retry-order",
+        choices=("last", "fifo"),
+        default="last",
+        help="last: the balancer queues retries behind first attempts (the rendered haproxy, for clients "
+        "that send x-stainless-retry-count, as OpenAI's SDKs do); fifo: retries queue like new requests",
+    )
+    parser.add_argument(
         "--headroom",
         type=float,
         default=None,
@@ -120,6 +127,7 @@ def run_trace(
         slo_ttft_s=args.slo_ms / 1000.0,
         queue_timeout_s=args.queue_timeout,
         retries=args.retries,
+        retries_last=args.retry_order == "last",
     )
     trace = load_trace(
         path,
