@@ -36,7 +36,8 @@ from typing import Any
 
 from llmfleet.scaling.forecast import Forecast
 from llmfleet.scaling.live import FAIL_FAST_MARGINS, QUEUEING_MARGINS
-from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
+from llmfleet.sim.fleet import FleetConfig, simulate
+from llmfleet.sim.results import SimResult
 from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
 from llmfleet.sim.simulate import ProgressBar
 from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES, Trace, load_trace

@@ -117,7 +117,8 @@ def run_trace(
     path: str, args: argparse.Namespace, kinds: Sequence[str], progress: Callable[[str], ProgressBar]
 ) -> tuple[str, list[object]]:
     from llmfleet.scaling.forecast import Forecast
-    from llmfleet.sim.fleet import FleetConfig, SimResult, simulate
+    from llmfleet.sim.fleet import FleetConfig, simulate
+    from llmfleet.sim.results import SimResult
     from llmfleet.sim.scalers import ScalerSettings, make_scaler
     from llmfleet.sim.traces import load_trace
 
@@ -174,7 +175,7 @@ def run_trace(
 
 def _better(a: object, b: object, goal: float) -> bool:
     """Cheaper among results reaching ``goal``; a result reaching it beats one that does not."""
-    from llmfleet.sim.fleet import SimResult
+    from llmfleet.sim.results import SimResult
 
     assert isinstance(a, SimResult) and isinstance(b, SimResult)
     a_ok, b_ok = a.slo_attainment >= goal, b.slo_attainment >= goal
@@ -184,7 +185,7 @@ def _better(a: object, b: object, goal: float) -> bool:
 
 
 def format_table(name: str, results: Sequence[object], goal: float) -> str:
-    from llmfleet.sim.fleet import SimResult
+    from llmfleet.sim.results import SimResult
 
     rows = [r for r in results if isinstance(r, SimResult)]
     oracle = next((r for r in rows if r.scaler == "oracle"), None)
@@ -209,7 +210,7 @@ def plot(name: str, results: Sequence[object], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llmfleet.sim.fleet import SimResult
+    from llmfleet.sim.results import SimResult
 
     rows = [r for r in results if isinstance(r, SimResult)]
     span = rows[0].ready.size
