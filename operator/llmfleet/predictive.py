@@ -36,16 +36,25 @@ def fetch_from_prometheus(url: str, service: LLMService, now: float) -> Any:
     from llmfleet.scaling.metrics import connect, fetch, selector
 
     client = connect(url)
-    spec = service.spec
-    # The balancer pods sit behind <name>-lb when the caching gateway fronts them, else <name>.
-    lb_service = f"{service.name}-lb" if spec.cache.enabled else service.name
     return fetch(
         client,
-        str(spec.engine.kind),
+        str(service.spec.engine.kind),
         selector(service.namespace, f"{service.name}-model"),
         now=now,
-        balancer=(str(spec.load_balancer.engine), selector(service.namespace, lb_service)),
+        demand_sources=demand_sources(service),
     )
+
+
+def demand_sources(service: LLMService) -> list[tuple[str, str]]:
+    """Where the fleet's demand is counted, closest to the engines first, with the label
+    selector of those pods: the balancer sits behind ``<name>-lb`` when the caching gateway
+    (behind ``<name>``) fronts it, else behind ``<name>``."""
+    from llmfleet.scaling.metrics import selector
+
+    spec, ns, name = service.spec, service.namespace, service.name
+    if not spec.cache.enabled:
+        return [(str(spec.load_balancer.engine), selector(ns, name))]
+    return [(str(spec.load_balancer.engine), selector(ns, f"{name}-lb")), ("gateway", selector(ns, name))]
 
 
 @dataclass

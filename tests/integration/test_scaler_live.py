@@ -166,14 +166,14 @@ def test_demand_is_read_at_a_balancer_that_fails_fast(tmp_path: Path) -> None:
             now = time.time()
             through_lb = fetch(
                 client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s",
-                balancer=("haproxy", lb_selector),
+                demand_sources=[("haproxy", lb_selector)],
             )  # fmt: skip
             engine_only = fetch(
                 client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s"
             )
             unscraped = fetch(
                 client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s",
-                balancer=("haproxy", selector("test", "not-scraped")),
+                demand_sources=[("haproxy", selector("test", "not-scraped"))],
             )  # fmt: skip
         rejected = load.statuses.count(503) / max(len(load.statuses), 1)
     assert 0.25 < rejected < 0.75, load.statuses  # the test is about a fleet short of capacity

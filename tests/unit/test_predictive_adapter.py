@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmfleet.predictive import NOT_CONFIGURED, LivePredictor
+from llmfleet.predictive import NOT_CONFIGURED, LivePredictor, demand_sources
 from llmfleet.reconcile import Observed, plan
 from llmfleet.scaling.metrics import FleetMetrics, MetricsUnavailable
 from llmfleet.validation import validate_service
@@ -90,3 +90,14 @@ def test_no_prometheus_anywhere_says_how_to_configure_one() -> None:
     assert "--prometheus-url" in outcome.condition.message
     defaulted = LivePredictor(URL, fetch=busy_fleet, clock=Clock())(svc, None, 1)
     assert defaulted is not None and defaulted.condition.reason == "ForecastApplied"
+
+
+def test_demand_is_read_closest_to_the_engines_first() -> None:
+    def sources(**overrides: Any) -> list[tuple[str, str]]:
+        return demand_sources(validate_service(service(minimal("vllm", **overrides), name="chat")))
+
+    assert sources(loadBalancer={"engine": "haproxy"}) == [("haproxy", 'namespace="ml",service="chat"')]
+    assert sources(loadBalancer={"engine": "nginx"}, cache={"enabled": True}) == [
+        ("nginx", 'namespace="ml",service="chat-lb"'),  # nginx exports no counter: skipped
+        ("gateway", 'namespace="ml",service="chat"'),
+    ]

@@ -237,7 +237,7 @@ def test_fetch_reads_demand_at_haproxy_and_falls_back_to_the_engines() -> None:
             return [] if value is None else [{"metric": {}, "value": [params["time"], str(value)]}]
 
     lb = ("haproxy", selector("ml", "chat"))
-    seen = fetch(TwoCounters(True), "vllm", selector("ml", "chat-model"), now=NOW, balancer=lb)
+    seen = fetch(TwoCounters(True), "vllm", selector("ml", "chat-model"), now=NOW, demand_sources=[lb])
     assert (seen.demand_source, seen.request_rate, seen.served_rate, seen.rejected_rate) == (
         "haproxy",
         20.0,
@@ -245,15 +245,45 @@ def test_fetch_reads_demand_at_haproxy_and_falls_back_to_the_engines() -> None:
         6.0,
     )
     assert seen.rate_history[0] == 20.0 and seen.burst_history[0] == 20.0
-    blind = fetch(TwoCounters(False), "vllm", selector("ml", "chat-model"), now=NOW, balancer=lb)
+    blind = fetch(TwoCounters(False), "vllm", selector("ml", "chat-model"), now=NOW, demand_sources=[lb])
     assert (blind.demand_source, blind.request_rate, blind.served_rate, blind.rejected_rate) == (
         "engine",
         14.0,
         14.0,
         None,
     )
-    nginx = fetch(TwoCounters(True), "vllm", "x", now=NOW, balancer=("nginx", "y"))  # no counter to read
+    no_counter = [("nginx", "y")]  # nginx exports no request counter
+    nginx = fetch(TwoCounters(True), "vllm", "x", now=NOW, demand_sources=no_counter)
     assert nginx.demand_source == "engine" and nginx.request_rate == 14.0
+
+
+def test_fetch_reads_demand_at_the_caching_gateway_in_front_of_nginx() -> None:
+    class Gateway(FakePrometheus):
+        """The gateway sent 20 req/s upstream, 5 of them answered 503; the engines completed 15."""
+
+        def custom_query_range(
+            self, query: str, start_time: datetime, end_time: datetime, step: str, timeout: int
+        ) -> list[dict[str, Any]]:
+            rate = 20.0 if "llmfleet_gateway_upstream_requests_total" in query else 15.0
+            return [{"metric": {}, "values": [[start_time.timestamp(), str(rate)]]}]
+
+        def custom_query(self, query: str, params: dict[str, Any], timeout: int) -> list[dict[str, Any]]:
+            if 'status=~"5..|error"' in query:
+                value = 5.0
+            elif "llmfleet_gateway_upstream_requests_total" in query:
+                value = 20.0
+            else:
+                value = 15.0
+            return [{"metric": {}, "value": [params["time"], str(value)]}]
+
+    sources = [("nginx", selector("ml", "chat-lb")), ("gateway", selector("ml", "chat"))]
+    seen = fetch(Gateway(), "vllm", selector("ml", "chat-model"), now=NOW, demand_sources=sources)
+    assert (seen.demand_source, seen.request_rate, seen.served_rate, seen.rejected_rate) == (
+        "gateway",
+        20.0,
+        15.0,
+        5.0,
+    )
 
 
 def test_a_balancer_turning_requests_away_raises_the_floor_to_the_demand() -> None:

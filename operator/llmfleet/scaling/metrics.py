@@ -23,10 +23,12 @@ time, and the engines never count those requests: their completion rate stops at
 capacity exactly when it is short, so a forecast read from it cannot see the shortage. haproxy
 counts every request its frontend receives (``haproxy_frontend_http_requests_total``, proxy
 ``llm``), so with haproxy the request rate is read there (:data:`BALANCERS`), with its 5xx
-answers (the 503s of its queue timeout) as the rejected rate,
+answers (the 503s of its queue timeout) as the rejected rate; with nginx, the caching
+gateway's count of requests sent upstream gives the same, when the cache is on,
 falling back to the engine's counter when Prometheus has no haproxy series (the balancer pods
 are not scraped); the engine's counter still gives the *served* rate, from which capacity is
-learned. nginx exports no request counter: with nginx the forecast follows served load.
+learned. nginx exports no request counter: with nginx and no cache the forecast follows the
+served load.
 
 Everything here blocks on HTTP (prometheus-api-client uses requests): call it from a thread
 (``asyncio.to_thread`` or a sync kopf handler), never from ``async def`` directly.
@@ -35,9 +37,10 @@ Everything here blocks on HTTP (prometheus-api-client uses requests): call it fr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 MAX_POINTS = 10000  # Prometheus refuses range queries of more than 11,000 points per series
@@ -106,6 +109,12 @@ BALANCERS: dict[str, BalancerQueries] = {
     "haproxy": BalancerQueries(
         request_rate='sum(rate(haproxy_frontend_http_requests_total{{proxy="llm",{sel}}}[{window}]))',
         rejected_rate='sum(rate(haproxy_frontend_http_responses_total{{proxy="llm",code="5xx",{sel}}}[{window}]))',
+    ),
+    # The caching gateway in front of either balancer: what it sent upstream (cache misses), by
+    # the status that came back ("error": no answer).
+    "gateway": BalancerQueries(
+        request_rate="sum(rate(llmfleet_gateway_upstream_requests_total{{{sel}}}[{window}]))",
+        rejected_rate='sum(rate(llmfleet_gateway_upstream_requests_total{{status=~"5..|error",{sel}}}[{window}]))',
     ),
 }
 
@@ -202,6 +211,10 @@ def _range(
     return _series(chunks, start, step_s, round((end - start) / step_s) + 1)
 
 
+def _fill(template: str, sel: str, window: str) -> str:
+    return template.format(sel=sel, window=window)
+
+
 def _instant(client: Any, query: str | None, at: float, timeout_s: int) -> float | None:
     if query is None:
         return None
@@ -220,25 +233,26 @@ def fetch(
     rate_window: str = "1m",
     burst_step_s: float | None = 15.0,
     burst_lookback_s: float = 1800.0,
-    balancer: tuple[str, str] | None = None,
+    demand_sources: Sequence[tuple[str, str]] = (),
 ) -> FleetMetrics:
     """Query the signals of one fleet. ``client`` is a ``prometheus_api_client.PrometheusConnect``.
 
     With ``burst_step_s``, the request rate is also read every ``burst_step_s`` over the last
     ``burst_lookback_s`` (rate window two steps, so a 15 s scrape always has two samples): the
-    sub-minute burstiness the policy's burst factor is computed from. ``balancer`` is the
-    balancer engine and the label selector of its pods: where it exports a request counter
-    (:data:`BALANCERS`) and Prometheus has it, the request rate is read there.
+    sub-minute burstiness the policy's burst factor is computed from. ``demand_sources`` are
+    ``(source, label selector)`` pairs in front of the engines (keys of :data:`BALANCERS`), tried
+    in order: the first that Prometheus has a request-rate series for gives the request rate and
+    the rejected rate; the engines' counter is the last resort.
 
     Raises :class:`MetricsUnavailable` when Prometheus cannot be reached or answers an error.
     Blocking: run it in a thread.
     """
     queries = queries_for(engine, sel, rate_window)
     sources: list[tuple[str, Callable[[str], str]]] = []
-    lb_queries = BALANCERS.get(balancer[0]) if balancer is not None else None
-    if balancer is not None and lb_queries is not None:
-        template, lb_sel = lb_queries.request_rate, balancer[1]
-        sources.append((balancer[0], lambda window: template.format(sel=lb_sel, window=window)))
+    for name, lb_sel in demand_sources:
+        if name in BALANCERS:
+            template = BALANCERS[name].request_rate
+            sources.append((name, partial(_fill, template, lb_sel)))
     if queries.request_rate is not None:
         sources.append(("engine", lambda window: str(queries_for(engine, sel, window).request_rate)))
     end = math.floor(now / step_s) * step_s
@@ -260,9 +274,10 @@ def fetch(
             burst = _range(client, rate_query(window), burst_start, burst_end, burst_step_s, timeout_s)
         request_rate = _instant(client, rate_query(rate_window) if rate_query else None, end, timeout_s)
         served, rejected = request_rate, None
-        if source != "engine" and balancer is not None and lb_queries is not None:
+        if source != "engine":
             served = _instant(client, queries.request_rate, end, timeout_s)
-            rejected_query = lb_queries.rejected_rate.format(sel=balancer[1], window=rate_window)
+            lb_sel = dict(demand_sources)[source]
+            rejected_query = _fill(BALANCERS[source].rejected_rate, lb_sel, rate_window)
             rejected = _instant(client, rejected_query, end, timeout_s) or 0.0
         queue_depth = _instant(client, queries.queue_depth, end, timeout_s)
         running = _instant(client, queries.running, end, timeout_s)
