@@ -189,7 +189,9 @@ def test_config_from_the_api_spec() -> None:
     spec = api.LLMServiceSpec.model_validate(yaml.safe_load(sample.read_text())["spec"])
     config = LiveConfig.from_spec(spec)
     assert config.min_replicas == spec.replicas.min
-    assert config.headroom == spec.autoscaling.predictive.headroom
+    # nginx with a concurrency cap fails fast; the sample leaves the margins to their defaults
+    assert spec.balancer_fails_fast() and spec.autoscaling.predictive.headroom is None
+    assert (config.headroom, config.band_quantile) == (live.FAIL_FAST_MARGINS.headroom, 0.8)
     rec = recommend(spec, MetricsUnavailable("down"), None, NOW, ready_replicas=1)
     api.PredictiveStatus.model_validate(rec.status("2026-01-01T00:00:00Z"))
 
