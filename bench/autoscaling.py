@@ -39,7 +39,7 @@ from llmfleet.scaling.live import FAIL_FAST_MARGINS, QUEUEING_MARGINS
 from llmfleet.sim.fleet import FleetConfig, simulate
 from llmfleet.sim.results import SimResult
 from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
-from llmfleet.sim.simulate import ProgressBar
+from llmfleet.sim.simulate import ProgressBar, add_data_plane_arguments, data_plane
 from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES, Trace, load_trace
 
 TRACES = {
@@ -134,12 +134,7 @@ def closure(
 
 
 def run_case(trace: Trace, delay: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = FleetConfig(
-        startup_delay_s=delay,
-        queue_timeout_s=args.queue_timeout,
-        retries=args.retries,
-        retries_last=args.retry_order == "last",
-    )
+    config = FleetConfig(startup_delay_s=delay, **data_plane(args))
     base = ScalerSettings()
     cache: dict[tuple[int, float, float], Forecast] = {}
     burst_cache: dict[tuple[int, float, float], float] = {}
@@ -305,26 +300,7 @@ def main() -> int:
         default="fitted",
         help="ServeGen client cv from the fitted distribution (default) or the cv column (the first model)",
     )
-    parser.add_argument(
-        "--queue-timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="the balancer rejects requests that would wait longer (fail fast); default: unbounded FIFO queue",
-    )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=FleetConfig().retries,
-        help="with --queue-timeout: times a rejected client retries, 1 s apart (default %(default)s, as OpenAI's SDKs)",
-    )
-    parser.add_argument(
-        "--retry-order",
-        choices=("last", "fifo"),
-        default="last",
-        help="last: the balancer queues retries behind first attempts (the rendered haproxy, for clients "
-        "that send x-stainless-retry-count, as OpenAI's SDKs do); fifo: retries queue like new requests",
-    )
+    add_data_plane_arguments(parser)
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine earlier runs' JSON into --out")
     parser.add_argument("--report", metavar="JSON", help="print the results of a run as a Markdown table")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 SCALERS = ("hpa", "hpa-inflight", "predictive", "oracle")
 ORACLE_UTILISATIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
@@ -24,20 +25,10 @@ ORACLE_SMOOTHING_S = (60, 30, 15, 5, 1)
 ORACLE_UTILISATIONS_FAIL_FAST = (1.1, 1.05, *ORACLE_UTILISATIONS)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_plane_arguments(parser: argparse.ArgumentParser) -> None:
+    """The balancer's queue discipline and the clients' retries (also bench/autoscaling.py's)."""
     from llmfleet.sim.fleet import FleetConfig
-    from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES
 
-    parser.add_argument("--trace", required=True, help="Azure CSV, ServeGen folder, or a folder of them")
-    parser.add_argument("--scaler", default="all", choices=[*SCALERS, "all"])
-    parser.add_argument("--startup-delay", type=int, default=300, help="seconds until a new replica serves")
-    parser.add_argument("--metric-lag", type=int, default=30, help="age of the metrics a scaler sees (s)")
-    parser.add_argument("--load-replicas", type=float, default=16.0, help="mean load in fully busy replicas")
-    parser.add_argument(
-        "--days", type=float, default=None, help="use only the first DAYS of a ServeGen trace"
-    )
-    parser.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO (ms)")
-    parser.add_argument("--goal", type=float, default=0.99, help="SLO attainment goal")
     parser.add_argument(
         "--queue-timeout",
         type=float,
@@ -59,6 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="last: the balancer queues retries behind first attempts (the rendered haproxy, for clients "
         "that send x-stainless-retry-count, as OpenAI's SDKs do); fifo: retries queue like new requests",
     )
+
+
+def data_plane(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`~llmfleet.sim.fleet.FleetConfig` fields from :func:`add_data_plane_arguments`."""
+    return {
+        "queue_timeout_s": args.queue_timeout,
+        "retries": args.retries,
+        "retries_last": args.retry_order == "last",
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from llmfleet.sim.traces import BURST_REFERENCES, CV_SOURCES
+
+    parser.add_argument("--trace", required=True, help="Azure CSV, ServeGen folder, or a folder of them")
+    parser.add_argument("--scaler", default="all", choices=[*SCALERS, "all"])
+    parser.add_argument("--startup-delay", type=int, default=300, help="seconds until a new replica serves")
+    parser.add_argument("--metric-lag", type=int, default=30, help="age of the metrics a scaler sees (s)")
+    parser.add_argument("--load-replicas", type=float, default=16.0, help="mean load in fully busy replicas")
+    parser.add_argument(
+        "--days", type=float, default=None, help="use only the first DAYS of a ServeGen trace"
+    )
+    parser.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO (ms)")
+    parser.add_argument("--goal", type=float, default=0.99, help="SLO attainment goal")
+    add_data_plane_arguments(parser)
     parser.add_argument(
         "--headroom",
         type=float,
@@ -126,9 +142,7 @@ def run_trace(
         startup_delay_s=args.startup_delay,
         metric_lag_s=args.metric_lag,
         slo_ttft_s=args.slo_ms / 1000.0,
-        queue_timeout_s=args.queue_timeout,
-        retries=args.retries,
-        retries_last=args.retry_order == "last",
+        **data_plane(args),
     )
     trace = load_trace(
         path,
