@@ -47,14 +47,14 @@ def fetch_from_prometheus(url: str, service: LLMService, now: float) -> Any:
 
 def demand_sources(service: LLMService) -> list[tuple[str, str]]:
     """Where the fleet's demand is counted, closest to the engines first, with the label
-    selector of those pods: the balancer sits behind ``<name>-lb`` when the caching gateway
-    (behind ``<name>``) fronts it, else behind ``<name>``."""
-    from llmfleet.scaling.metrics import selector
+    selector of those pods: the balancer, then the caching gateway in front of it."""
+    from llmfleet.scaling.metrics import pod_selector
 
     spec, ns, name = service.spec, service.namespace, service.name
-    if not spec.cache.enabled:
-        return [(str(spec.load_balancer.engine), selector(ns, name))]
-    return [(str(spec.load_balancer.engine), selector(ns, f"{name}-lb")), ("gateway", selector(ns, name))]
+    sources = [(str(spec.load_balancer.engine), pod_selector(ns, name, "lb"))]
+    if spec.cache.enabled:
+        sources.append(("gateway", pod_selector(ns, name, "gateway")))
+    return sources
 
 
 @dataclass

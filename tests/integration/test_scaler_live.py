@@ -23,7 +23,7 @@ import pytest
 from llmfleet.render.common import Endpoint
 from llmfleet.scaling import live
 from llmfleet.scaling.live import LiveConfig, LiveState, recommend
-from llmfleet.scaling.metrics import MetricsUnavailable, connect, fetch, selector
+from llmfleet.scaling.metrics import MetricsUnavailable, connect, fetch, pod_selector, selector
 from tests.support.loadbalancer import load_balancer, service_spec
 from tests.support.process import wait_until
 from tests.support.prometheus import run_prometheus, scalar
@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.realservers, pytest.mark.slow, pytest.mark.timeout(300
 SELECTOR = selector("test", "chat-model")
 # haproxy's request rate at its lowest over the last 10 s: steady once every 10 s window is full
 HAPROXY_RATE = 'min_over_time(sum(rate(haproxy_frontend_http_requests_total{proxy="llm"}[10s]))[10s:1s])'
+LB_POD_LABELS = {"app_kubernetes_io_instance": "chat", "app_kubernetes_io_component": "lb"}
 PER_REPLICA_RPS = 4.0  # 2 slots / (10 tokens * 0.05 s)
 CONFIG = LiveConfig(
     min_replicas=1, max_replicas=10, capacity_rps=PER_REPLICA_RPS, headroom=0.2, horizon_s=30, interval_s=2
@@ -150,12 +151,13 @@ def test_demand_is_read_at_a_balancer_that_fails_fast(tmp_path: Path) -> None:
                 tmp_path,
                 [s.port for s in servers],
                 labels={"namespace": "test", "service": "chat-model"},
-                more_jobs=[("lb", [lb.status_port], {"namespace": "test", "service": "chat"})],
+                # as the kubernetes-pods job labels the balancer pods (their labels, labelmap'd)
+                more_jobs=[("lb", [lb.status_port], {"namespace": "test", **LB_POD_LABELS})],
             )
         )
         client = connect(url, timeout_s=5)
         wait_until(lambda: bool(client.custom_query("sum(up) == 3")), 60, interval=0.5, what="targets up")
-        lb_selector = selector("test", "chat")
+        lb_selector = pod_selector("test", "chat", "lb")
         with RisingLoad([lb.url], start=16.0, end=16.0, seconds=1.0) as load:
             wait_until(
                 lambda: scalar(client, HAPROXY_RATE) > 13 and load.statuses.count(503) > 20,
@@ -173,7 +175,7 @@ def test_demand_is_read_at_a_balancer_that_fails_fast(tmp_path: Path) -> None:
             )
             unscraped = fetch(
                 client, "vllm", SELECTOR, now=now, lookback_s=120, step_s=2, rate_window="10s",
-                demand_sources=[("haproxy", selector("test", "not-scraped"))],
+                demand_sources=[("haproxy", pod_selector("test", "not-scraped", "lb"))],
             )  # fmt: skip
         rejected = load.statuses.count(503) / max(len(load.statuses), 1)
     assert 0.25 < rejected < 0.75, load.statuses  # the test is about a fleet short of capacity

@@ -96,8 +96,42 @@ def test_demand_is_read_closest_to_the_engines_first() -> None:
     def sources(**overrides: Any) -> list[tuple[str, str]]:
         return demand_sources(validate_service(service(minimal("vllm", **overrides), name="chat")))
 
-    assert sources(loadBalancer={"engine": "haproxy"}) == [("haproxy", 'namespace="ml",service="chat"')]
+    lb = 'namespace="ml",app_kubernetes_io_instance="chat",app_kubernetes_io_component="lb"'
+    gateway = 'namespace="ml",app_kubernetes_io_instance="chat",app_kubernetes_io_component="gateway"'
+    assert sources(loadBalancer={"engine": "haproxy"}) == [("haproxy", lb)]
+    # nginx exports no counter (fetch skips it); the caching gateway in front of it does
     assert sources(loadBalancer={"engine": "nginx"}, cache={"enabled": True}) == [
-        ("nginx", 'namespace="ml",service="chat-lb"'),  # nginx exports no counter: skipped
-        ("gateway", 'namespace="ml",service="chat"'),
+        ("nginx", lb),
+        ("gateway", gateway),
     ]
+
+
+def test_demand_selectors_match_the_rendered_pods_as_a_pod_scrape_labels_them() -> None:
+    """The kubernetes-pods job maps each pod label to a Prometheus label (labelmap: every
+    character outside [a-zA-Z0-9_] becomes '_'); each selector must match exactly one of the
+    rendered, scrape-annotated Deployments: the one that counts that demand."""
+    import re
+
+    from llmfleet.render import render_children
+    from llmfleet.render.common import RenderContext
+
+    obj = validate_service(
+        service(minimal("vllm", loadBalancer={"engine": "haproxy"}, cache={"enabled": True}))
+    )
+    scraped = {
+        m["metadata"]["name"]: {
+            "namespace": obj.namespace,
+            **{
+                re.sub("[^a-zA-Z0-9_]", "_", k): v
+                for k, v in m["spec"]["template"]["metadata"]["labels"].items()
+            },
+        }
+        for m in render_children(obj.spec, RenderContext(name=obj.name, namespace=obj.namespace))
+        if m["kind"] == "Deployment"
+        and m["spec"]["template"]["metadata"]["annotations"].get("prometheus.io/scrape") == "true"
+    }
+    found = {}
+    for source, sel in demand_sources(obj):
+        wanted = {key: value.strip('"') for key, value in (pair.split("=", 1) for pair in sel.split(","))}
+        found[source] = [name for name, labels in scraped.items() if wanted.items() <= labels.items()]
+    assert found == {"haproxy": ["chat-lb"], "gateway": ["chat-gateway"]}

@@ -150,6 +150,16 @@ def selector(namespace: str, service: str) -> str:
     return f'namespace="{namespace}",service="{service}"'
 
 
+def pod_selector(namespace: str, instance: str, component: str) -> str:
+    """Label selector of one component's pods (the balancer, the gateway) as a pod scrape labels
+    them: their ``prometheus.io/scrape`` annotations are scraped by the ``kubernetes-pods`` job
+    of the prometheus-community chart, which maps pod labels to ``app_kubernetes_io_*``."""
+    return (
+        f'namespace="{namespace}",app_kubernetes_io_instance="{instance}",'
+        f'app_kubernetes_io_component="{component}"'
+    )
+
+
 def queries_for(engine: str, sel: str, window: str = "1m") -> EngineQueries:
     """The engine's queries for pods matching ``sel``; rates and quantiles over ``window``."""
     base = ENGINES.get(engine)
