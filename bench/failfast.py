@@ -155,7 +155,7 @@ def summarise(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--seconds", type=float, default=20.0, help="arrivals per phase (default %(default)s)"
+        "--seconds", type=float, default=25.0, help="arrivals per phase (default %(default)s)"
     )
     parser.add_argument(
         "--loads", type=float, nargs="+", default=[1.0, 1.2, 1.5], help="multiples of capacity"
