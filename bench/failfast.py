@@ -29,6 +29,7 @@ import asyncio
 import json
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -164,6 +165,8 @@ def main() -> int:
     parser.add_argument("--queue-seconds", type=float, default=0.5)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    # a SIGTERM (timeout, CI) unwinds the with-blocks, so the servers it started are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     nominal = args.replicas * SLOTS / (TOKENS * STEP_S)
     flags = {"max_num_seqs": SLOTS, "decode_base_seconds": STEP_S, "decode_per_seq_seconds": 0.0}
     spec = service_spec(
