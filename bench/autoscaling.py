@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from llmfleet.scaling.forecast import Forecast
-from llmfleet.scaling.live import FAIL_FAST_MARGINS, QUEUEING_MARGINS
+from llmfleet.scaling.live import QUEUEING_MARGINS
 from llmfleet.sim.fleet import FleetConfig, simulate
 from llmfleet.sim.results import SimResult
 from llmfleet.sim.scalers import OracleScaler, PresentScaler, ScalerSettings, make_scaler
@@ -81,8 +81,7 @@ MINUTE_ORACLE_UTILISATION = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # causal scaler loses to load changes within one startup, however good its measurements.
 PRESENT_MARGINS = (0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0)
 PRESENT_MARGINS_FAIL_FAST = (0.0, 0.05, 0.1, 0.2, 0.3, 0.6)
-DEFAULT_HEADROOM = QUEUEING_MARGINS.headroom
-DEFAULT_BURST_QUANTILE = QUEUEING_MARGINS.burst_quantile
+# Runs written before the band was swept used the queueing default for it.
 DEFAULT_BAND_QUANTILE = QUEUEING_MARGINS.band_quantile
 
 
@@ -325,15 +324,15 @@ def main() -> int:
     args.hpa_targets, args.inflight_targets, args.headrooms = HPA_TARGETS, INFLIGHT_TARGETS, PREDICTIVE
     args.combined = COMBINED_INFLIGHT
     args.oracle_utilisation, args.present_margins = ORACLE_UTILISATION, PRESENT_MARGINS
-    args.default_predictive = (DEFAULT_HEADROOM, DEFAULT_BURST_QUANTILE, DEFAULT_BAND_QUANTILE)
+    # the live scaler's defaults for this data plane
+    defaults = ScalerSettings.defaults(FleetConfig(queue_timeout_s=args.queue_timeout))
+    args.default_predictive = (defaults.headroom, defaults.burst_quantile, defaults.forecast_quantile)
     if FleetConfig(queue_timeout_s=args.queue_timeout).fails_fast:
         args.headrooms = PREDICTIVE_FAIL_FAST
         args.oracle_utilisation, args.present_margins = (
             ORACLE_UTILISATION_FAIL_FAST,
             PRESENT_MARGINS_FAIL_FAST,
         )
-        m = FAIL_FAST_MARGINS
-        args.default_predictive = (m.headroom, m.burst_quantile, m.band_quantile)
     if args.quick:
         args.days = args.days or 2.0
         args.hpa_targets, args.inflight_targets, args.headrooms = (2.0,), (0.7, 0.8), args.headrooms[:3]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from llmfleet.sim.engine import EngineConfig
-from llmfleet.sim.queueing import Admission, outcomes, prefill_p95, queue
+from llmfleet.sim.queueing import Admission, outcomes, prefill_p95, queue, queue_state
 from llmfleet.sim.results import SimResult
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def simulate(
     b = 0.0
     for k in range(n):
         if admission is not None:  # retries due now count as requests the balancer receives
-            count[k] += sum(attempt[k] for attempt in admission.pending) / mean_cost
+            count[k] += admission.due(k) / mean_cost
         count_cum[k + 1] = count_cum[k] + count[k]
         if k % period == 0:
             i = max(0, k - lag)
@@ -237,19 +237,11 @@ def simulate(
         scaler.name,
         config,
         count,
-        _queued(np.asarray(backlog), work, admission),
+        queue_state(np.asarray(backlog), work, admission),
         ready_at,
         starting_at,
         events,
     )
-
-
-def _queued(
-    backlog: np.ndarray, work: np.ndarray, admission: Admission | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if admission is None:
-        return backlog, np.zeros_like(work), work
-    return backlog, np.asarray(admission.rejected), np.asarray(admission.incoming)
 
 
 def _result(

@@ -51,6 +51,10 @@ class Admission:
         self.shed = [0.0] * n  # work turned away
         self.rejected = [0.0] * n  # share of each second's arrivals turned away
 
+    def due(self, k: int) -> float:
+        """Work of the retries that arrive in second ``k``."""
+        return sum(attempt[k] for attempt in self.pending)
+
     def step(self, k: int, backlog: float, new_work: float, ready: int | float) -> float:
         """Second ``k``: ``new_work`` arrives at ``ready`` replicas; returns the new backlog."""
         retried = [attempt[k] for attempt in self.pending]
@@ -76,6 +80,16 @@ class Admission:
         return b
 
 
+def queue_state(
+    backlog: np.ndarray, work: np.ndarray, admission: Admission | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`outcomes` reads: the backlog, the share of each second's arrivals turned away,
+    and the work arriving each second (``work`` plus retries). No admission: a FIFO queue."""
+    if admission is None:
+        return backlog, np.zeros_like(work), work
+    return backlog, np.asarray(admission.rejected), np.asarray(admission.incoming)
+
+
 def queue(
     work: np.ndarray,
     ready: np.ndarray,
@@ -90,15 +104,14 @@ def queue(
     if timeout_s is None:
         # Lindley vectorised: backlog_k = S_k - min(0, min_{j<=k} S_j), S the cumulative net work.
         cumulative = np.cumsum(work - ready)
-        backlog = cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0)
-        return backlog, np.zeros_like(work), work
+        return queue_state(cumulative - np.minimum(np.minimum.accumulate(cumulative), 0.0), work, None)
     admission = Admission(work.size, timeout_s, retries, retry_delay_s, retries_last)
     backlog_s = [0.0] * work.size
     b = 0.0
     for k, (arrived, replicas) in enumerate(zip(work.tolist(), ready.tolist(), strict=True)):
         b = admission.step(k, b, arrived, replicas)
         backlog_s[k] = b
-    return np.asarray(backlog_s), np.asarray(admission.rejected), np.asarray(admission.incoming)
+    return queue_state(np.asarray(backlog_s), work, admission)
 
 
 def prefill_p95(trace: Trace, cap: CapacityModel) -> float:
