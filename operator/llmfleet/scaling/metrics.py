@@ -167,7 +167,7 @@ def queries_for(engine: str, sel: str, window: str = "1m") -> EngineQueries:
         raise ValueError(f"unknown engine {engine!r}")
 
     def fill(q: str | None) -> str | None:
-        return q.format(sel=sel, window=window) if q is not None else None
+        return _fill(q, sel, window) if q is not None else None
 
     return EngineQueries(
         fill(base.request_rate),
@@ -263,8 +263,9 @@ def fetch(
         if name in BALANCERS:
             template = BALANCERS[name].request_rate
             sources.append((name, partial(_fill, template, lb_sel)))
-    if queries.request_rate is not None:
-        sources.append(("engine", lambda window: str(queries_for(engine, sel, window).request_rate)))
+    engine_rate = ENGINES[engine].request_rate  # queries_for has checked the engine
+    if engine_rate is not None:
+        sources.append(("engine", partial(_fill, engine_rate, sel)))
     end = math.floor(now / step_s) * step_s
     points = max(1, int(lookback_s // step_s))
     start = end - (points - 1) * step_s
